@@ -1,0 +1,370 @@
+//! The TOML configuration (SPEC §5). Every key is documented, with its
+//! default, in `config/icpgate.reference.toml`. Unknown keys are errors, so a
+//! typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::decision::{IpAccess, IpRanges, NameSet, Policy};
+use crate::table::LoadOptions;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub regions: Regions,
+    #[serde(default)]
+    pub table: TableConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub overrides: Overrides,
+    #[serde(default)]
+    pub block: BlockConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub demo: DemoConfig,
+}
+
+/// How a transparent listener learns the original destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transparent {
+    /// nftables REDIRECT/DNAT: `SO_ORIGINAL_DST`.
+    #[default]
+    Redirect,
+    /// TPROXY: the accepted socket's local address (listener has IP_TRANSPARENT).
+    Tproxy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    /// Fixed upstream; omit for transparent mode.
+    pub upstream: Option<SocketAddr>,
+    #[serde(default)]
+    pub transparent: Transparent,
+    /// SO_MARK on upstream sockets (so they are not intercepted again).
+    pub upstream_fwmark: Option<u32>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Label for metrics and logs; defaults to the address.
+    pub name: Option<String>,
+}
+
+impl ListenerConfig {
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.addr.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Regions {
+    #[serde(default)]
+    pub mainland: Vec<IpNet>,
+}
+
+fn default_max_shrink() -> f64 {
+    0.10
+}
+fn default_poll() -> u64 {
+    60
+}
+fn default_watch_ms() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub path: Option<PathBuf>,
+    pub url: Option<String>,
+    #[serde(default = "default_max_shrink")]
+    pub max_shrink: f64,
+    /// Accept a shrinking table anyway (every reload).
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub max_invalid_rows: usize,
+    pub max_bytes: Option<u64>,
+    pub max_row_bytes: Option<usize>,
+    pub max_rows: Option<usize>,
+    /// URL source: seconds between polls.
+    #[serde(default = "default_poll")]
+    pub poll_interval_secs: u64,
+    /// File source: how often the file is checked for replacement (ms).
+    #[serde(default = "default_watch_ms")]
+    pub watch_interval_ms: u64,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            path: None,
+            url: None,
+            max_shrink: default_max_shrink(),
+            force: false,
+            max_invalid_rows: 0,
+            max_bytes: None,
+            max_row_bytes: None,
+            max_rows: None,
+            poll_interval_secs: default_poll(),
+            watch_interval_ms: default_watch_ms(),
+        }
+    }
+}
+
+impl TableConfig {
+    pub fn load_options(&self) -> LoadOptions {
+        let d = LoadOptions::default();
+        LoadOptions {
+            max_invalid_rows: self.max_invalid_rows,
+            max_bytes: self.max_bytes.unwrap_or(d.max_bytes),
+            max_row_bytes: self.max_row_bytes.unwrap_or(d.max_row_bytes),
+            max_rows: self.max_rows.unwrap_or(d.max_rows),
+            max_ips_per_row: d.max_ips_per_row,
+        }
+    }
+}
+
+/// What to do with a ClientHello that carries Encrypted Client Hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EchPolicy {
+    /// Decide on the outer (public) SNI.
+    #[default]
+    Outer,
+    /// Block every ECH hello (reason `ech`).
+    Block,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub ip_access: IpAccess,
+    #[serde(default)]
+    pub strict_ip: bool,
+    #[serde(default)]
+    pub ech: EchPolicy,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsBlock {
+    #[default]
+    Reset,
+    Alert,
+    Page,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub name: String,
+    pub url: String,
+}
+
+fn default_status() -> u16 {
+    403
+}
+fn default_provider() -> String {
+    "Example Cloud".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    #[serde(default = "default_status")]
+    pub http_status: u16,
+    #[serde(default)]
+    pub tls: TlsBlock,
+    /// PEM certificate chain and key for `tls = "page"`; without them a
+    /// self-signed certificate is generated at startup.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Operator template replacing the built-in page.
+    pub template: Option<PathBuf>,
+    #[serde(default = "default_provider")]
+    pub provider_name: String,
+    #[serde(default)]
+    pub links: Vec<Link>,
+}
+
+impl Default for BlockConfig {
+    fn default() -> Self {
+        BlockConfig {
+            http_status: default_status(),
+            tls: TlsBlock::default(),
+            cert: None,
+            key: None,
+            template: None,
+            provider_name: default_provider(),
+            links: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Cap on bytes read while sniffing (ClientHello or request head).
+    pub max_sniff_bytes: usize,
+    /// With no client bytes for this long, pass through as `other`.
+    pub server_first_wait_ms: u64,
+    /// A partial ClientHello / request head must complete within this.
+    pub header_timeout_ms: u64,
+    /// Idle connections (no bytes either way) are closed after this.
+    pub idle_timeout_secs: u64,
+    pub upstream_connect_timeout_ms: u64,
+    /// On SIGTERM: how long to let connections drain.
+    pub drain_secs: u64,
+    /// Copy buffer per direction for passthrough.
+    pub copy_buffer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 100_000,
+            max_sniff_bytes: 16 * 1024,
+            server_first_wait_ms: 500,
+            header_timeout_ms: 10_000,
+            idle_timeout_secs: 300,
+            upstream_connect_timeout_ms: 5_000,
+            drain_secs: 30,
+            copy_buffer_bytes: 64 * 1024,
+        }
+    }
+}
+
+fn default_admin() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin")]
+    pub addr: Option<SocketAddr>,
+    /// Bearer token required for POST endpoints.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            addr: default_admin(),
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. "info" or "icpgate=debug".
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+    /// Log each block decision (rate-limited).
+    pub blocks: bool,
+    /// At most this many block lines per second; the rest are counted.
+    pub blocks_per_sec: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+            blocks: true,
+            blocks_per_sec: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Start a built-in demo origin (HTTP on this address, and TLS on the
+    /// next port) — only for the bundled demo.
+    pub origin: Option<SocketAddr>,
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        Config::from_toml(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.table.path.is_some() == self.table.url.is_some() {
+            return Err("[table]: set exactly one of `path` or `url`".into());
+        }
+        if !(0.0..=1.0).contains(&self.table.max_shrink) {
+            return Err("[table] max_shrink: must be between 0.0 and 1.0".into());
+        }
+        if !(400..=599).contains(&self.block.http_status) {
+            return Err("[block] http_status: must be a 4xx or 5xx status".into());
+        }
+        if self.block.cert.is_some() != self.block.key.is_some() {
+            return Err("[block]: `cert` and `key` go together".into());
+        }
+        if self.limits.max_sniff_bytes < 512 {
+            return Err("[limits] max_sniff_bytes: at least 512".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err("[log] format: \"text\" or \"json\"".into());
+        }
+        self.policy().map(|_| ())
+    }
+
+    /// The decision policy this config describes.
+    pub fn policy(&self) -> Result<Policy, String> {
+        Ok(Policy {
+            // No regions configured: everything counts as mainland (fail
+            // closed rather than silently enforcing nothing).
+            mainland: if self.regions.mainland.is_empty() {
+                IpRanges::everything()
+            } else {
+                IpRanges::new(&self.regions.mainland)
+            },
+            ip_access: self.policy.ip_access,
+            strict_ip: self.policy.strict_ip,
+            allow: NameSet::new(&self.overrides.allow)
+                .map_err(|e| format!("[overrides] allow: {e}"))?,
+            deny: NameSet::new(&self.overrides.deny)
+                .map_err(|e| format!("[overrides] deny: {e}"))?,
+        })
+    }
+}

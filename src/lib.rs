@@ -1,0 +1,15 @@
+//! icpgate: an edge proxy that enforces ICP filing (备案) per domain.
+//!
+//! The library holds everything; `src/main.rs` only parses the command line.
+//! Rooms: [`hostname`] (canonical names), [`table`] (CSV load and
+//! validation), [`snapshot`] (immutable lookup structure and hot-swap
+//! holder), [`decision`] (rules R1–R10), [`config`], [`cli`] (the `check`
+//! and `validate` commands).
+
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod hostname;
+pub mod snapshot;
+pub mod table;
+pub mod run;

@@ -1,0 +1,473 @@
+//! Loading and validating the filing-table export (SPEC §4).
+//!
+//! The export is untrusted: it is streamed (never read whole into memory),
+//! bounded in total and per-row size, hashed as it is read (the sha256 is the
+//! table version), gunzipped when it starts with the gzip magic, and every
+//! row is validated. Errors carry the line number. More invalid rows than the
+//! allowance rejects the whole table; a table is never half-used.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+use crate::hostname::{self, Host};
+use crate::snapshot::{Access, Builder, Filing, PushError, RowData, Snapshot, TableMeta};
+
+/// The required header line.
+pub const HEADER: [&str; 6] = ["domain", "icp", "filing", "access", "access_expires", "ips"];
+
+/// How many row errors are kept for reports (all are counted).
+const MAX_REPORTED_ERRORS: usize = 100;
+
+/// Limits and allowances for a load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Invalid rows tolerated (skipped) before the table is rejected.
+    pub max_invalid_rows: usize,
+    /// Cap on the source bytes and, separately, on the decompressed bytes.
+    pub max_bytes: u64,
+    /// Cap on one row's bytes.
+    pub max_row_bytes: usize,
+    /// Cap on the number of rows.
+    pub max_rows: usize,
+    /// Cap on IPs/CIDRs listed in one row.
+    pub max_ips_per_row: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_invalid_rows: 0,
+            max_bytes: 8 << 30,
+            max_row_bytes: 4096,
+            max_rows: 50_000_000,
+            max_ips_per_row: 256,
+        }
+    }
+}
+
+/// One invalid row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RowError {
+    pub line: u64,
+    pub message: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// Why a table was not loaded.
+#[derive(Debug, Clone)]
+pub enum TableError {
+    Io(String),
+    /// The file as a whole is unusable (header, size, encoding).
+    Format(String),
+    /// Too many invalid rows.
+    Rejected {
+        invalid: usize,
+        allowance: usize,
+        errors: Vec<RowError>,
+    },
+}
+
+impl fmt::Display for TableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TableError::Io(e) => write!(f, "cannot read table: {e}"),
+            TableError::Format(e) => write!(f, "table rejected: {e}"),
+            TableError::Rejected {
+                invalid,
+                allowance,
+                errors,
+            } => {
+                write!(
+                    f,
+                    "table rejected: {invalid} invalid row(s), allowance {allowance}"
+                )?;
+                for e in errors {
+                    write!(f, "\n  {e}")?;
+                }
+                if *invalid > errors.len() {
+                    write!(f, "\n  … and {} more", invalid - errors.len())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for TableError {}
+
+/// A successfully built table and what was skipped on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    /// Rows skipped under the allowance.
+    pub invalid: usize,
+    pub errors: Vec<RowError>,
+}
+
+/// Hashes and counts the bytes read through it, failing past a limit.
+struct Metered<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+    read: u64,
+    limit: u64,
+    what: &'static str,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} exceeds the limit of {} bytes", self.what, self.limit),
+            ));
+        }
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// Load a table from a file (plain CSV or gzip, detected by content).
+pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<Loaded, TableError> {
+    let file = File::open(path).map_err(|e| TableError::Io(format!("{}: {e}", path.display())))?;
+    load_reader(file, &path.display().to_string(), opts)
+}
+
+/// Load a table from in-memory bytes.
+pub fn load_bytes(bytes: &[u8], source: &str, opts: &LoadOptions) -> Result<Loaded, TableError> {
+    load_reader(bytes, source, opts)
+}
+
+/// Load a table from any byte stream.
+pub fn load_reader<R: Read>(
+    reader: R,
+    source: &str,
+    opts: &LoadOptions,
+) -> Result<Loaded, TableError> {
+    let mut raw = BufReader::with_capacity(
+        1 << 16,
+        Metered {
+            inner: reader,
+            hasher: Some(Sha256::new()),
+            read: 0,
+            limit: opts.max_bytes,
+            what: "table source",
+        },
+    );
+    let gzip = raw
+        .fill_buf()
+        .map_err(|e| TableError::Io(e.to_string()))?
+        .starts_with(&[0x1f, 0x8b]);
+    let result = if gzip {
+        let decoder = flate2::bufread::MultiGzDecoder::new(&mut raw);
+        let limited = Metered {
+            inner: decoder,
+            hasher: None,
+            read: 0,
+            limit: opts.max_bytes,
+            what: "decompressed table",
+        };
+        build(limited, opts)
+    } else {
+        build(&mut raw, opts)
+    };
+    let (builder, invalid, errors) = result?;
+    // Drain what the CSV reader did not need so the hash covers every byte.
+    io::copy(&mut raw, &mut io::sink()).map_err(|e| TableError::Io(e.to_string()))?;
+    let hasher = raw.into_inner().hasher.unwrap_or_default();
+    let version = hex(&hasher.finalize());
+    let meta = TableMeta {
+        version,
+        source: source.to_owned(),
+        loaded_at: SystemTime::now(),
+    };
+    Ok(Loaded {
+        snapshot: builder.finish(meta),
+        invalid,
+        errors,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn io_or_format(e: csv::Error) -> TableError {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => TableError::Format(io.to_string()),
+        _ => TableError::Format(e.to_string()),
+    }
+}
+
+type Built = (Builder, usize, Vec<RowError>);
+
+fn build<R: Read>(reader: R, opts: &LoadOptions) -> Result<Built, TableError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(1 << 16)
+        .from_reader(reader);
+    let mut record = csv::ByteRecord::new();
+    // Header.
+    match csv.read_byte_record(&mut record) {
+        Ok(true) => {}
+        Ok(false) => return Err(TableError::Format("empty file: no header line".into())),
+        Err(e) => return Err(io_or_format(e)),
+    }
+    let header: Vec<&[u8]> = record.iter().collect();
+    let first = header.first().map(|f| f.strip_prefix(b"\xef\xbb\xbf").unwrap_or(f));
+    let header_ok = header.len() == HEADER.len()
+        && first == Some(HEADER[0].as_bytes())
+        && header[1..]
+            .iter()
+            .zip(&HEADER[1..])
+            .all(|(a, b)| a == &b.as_bytes());
+    if !header_ok {
+        return Err(TableError::Format(format!(
+            "line 1: header must be exactly `{}`",
+            HEADER.join(",")
+        )));
+    }
+
+    let mut builder = Builder::new();
+    let mut lines: Vec<u32> = Vec::new();
+    let mut invalid = 0usize;
+    let mut errors = Vec::new();
+    let mut rows = 0usize;
+    let mut note = |line: u64, message: String, invalid: &mut usize| {
+        *invalid += 1;
+        if errors.len() < MAX_REPORTED_ERRORS {
+            errors.push(RowError { line, message });
+        }
+    };
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                match e.kind() {
+                    csv::ErrorKind::Io(_) => return Err(io_or_format(e)),
+                    _ => {
+                        note(line, e.to_string(), &mut invalid);
+                        if invalid > opts.max_invalid_rows {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        rows += 1;
+        if rows > opts.max_rows {
+            return Err(TableError::Format(format!(
+                "more than {} rows",
+                opts.max_rows
+            )));
+        }
+        // A blank line is not a row.
+        if record.len() == 1 && record.get(0).is_some_and(|f| f.is_empty()) {
+            rows -= 1;
+            continue;
+        }
+        match parse_row(&record, opts) {
+            Ok(row) => match builder.push(RowData {
+                domain: &row.domain,
+                icp: row.icp,
+                filing: row.filing,
+                access: row.access,
+                access_expires: row.access_expires,
+                ips: row.ips,
+            }) {
+                Ok(()) => lines.push(line as u32),
+                Err(PushError::Duplicate { first }) => {
+                    let first_line = lines.get(first as usize).copied().unwrap_or(0);
+                    note(
+                        line,
+                        format!(
+                            "duplicate domain {} (first at line {first_line})",
+                            row.domain
+                        ),
+                        &mut invalid,
+                    );
+                }
+                Err(PushError::TooLarge) => {
+                    return Err(TableError::Format("table exceeds 4 GiB of names".into()))
+                }
+                Err(PushError::NameTooLong) | Err(PushError::TooManyIps) => {
+                    note(line, "row too large".into(), &mut invalid)
+                }
+            },
+            Err(msg) => note(line, msg, &mut invalid),
+        }
+        if invalid > opts.max_invalid_rows {
+            break;
+        }
+    }
+    if invalid > opts.max_invalid_rows {
+        return Err(TableError::Rejected {
+            invalid,
+            allowance: opts.max_invalid_rows,
+            errors,
+        });
+    }
+    Ok((builder, invalid, errors))
+}
+
+/// A validated row (the domain borrowed from the record when it was
+/// already canonical).
+#[derive(Debug)]
+struct ParsedRow<'r> {
+    domain: std::borrow::Cow<'r, str>,
+    icp: &'r str,
+    filing: Filing,
+    access: Access,
+    access_expires: Option<i64>,
+    ips: Vec<IpNet>,
+}
+
+fn field<'r>(record: &'r csv::ByteRecord, i: usize, name: &str) -> Result<&'r str, String> {
+    let bytes = record.get(i).unwrap_or(b"");
+    std::str::from_utf8(bytes).map_err(|_| format!("{name}: not valid UTF-8"))
+}
+
+fn parse_row<'r>(record: &'r csv::ByteRecord, opts: &LoadOptions) -> Result<ParsedRow<'r>, String> {
+    if record.as_slice().len() > opts.max_row_bytes {
+        return Err(format!("row longer than {} bytes", opts.max_row_bytes));
+    }
+    if record.len() != HEADER.len() {
+        return Err(format!(
+            "expected {} fields, found {}",
+            HEADER.len(),
+            record.len()
+        ));
+    }
+    let raw_domain = field(record, 0, "domain")?;
+    let domain = match hostname::canonicalize_bare(raw_domain) {
+        Ok(Host::Name(n)) => n,
+        Ok(Host::Ip(_)) => return Err(format!("domain {raw_domain:?} is an IP address")),
+        Err(e) => return Err(format!("domain {raw_domain:?}: {e}")),
+    };
+    if hostname::registrable_domain(&domain).is_none() {
+        return Err(format!(
+            "domain {raw_domain:?} is a public suffix, not a registrable domain"
+        ));
+    }
+    let icp = field(record, 1, "icp")?;
+    let filing_s = field(record, 2, "filing")?;
+    let filing = Filing::parse(filing_s).ok_or_else(|| {
+        format!("filing {filing_s:?}: expected filed, change_pending, first_pending or revoked")
+    })?;
+    // A first filing under review has no number yet.
+    if !(icp.is_empty() && filing == Filing::FirstPending) {
+        check_icp(icp)?;
+    }
+    let access_s = field(record, 3, "access")?;
+    let access = Access::parse(access_s).ok_or_else(|| {
+        format!("access {access_s:?}: expected active, initial_review, cancelled or none")
+    })?;
+    let expires_s = field(record, 4, "access_expires")?;
+    let access_expires = match (access, expires_s.is_empty()) {
+        (Access::InitialReview, true) => {
+            return Err("access_expires is required when access is initial_review".into())
+        }
+        (Access::InitialReview, false) => Some(parse_rfc3339(expires_s)?),
+        (_, true) => None,
+        (_, false) => {
+            return Err(format!(
+                "access_expires must be empty unless access is initial_review (access is {})",
+                access.as_str()
+            ))
+        }
+    };
+    let ips_s = field(record, 5, "ips")?;
+    let mut ips = Vec::new();
+    for tok in ips_s.split_ascii_whitespace() {
+        if ips.len() >= opts.max_ips_per_row {
+            return Err(format!("more than {} IPs in ips", opts.max_ips_per_row));
+        }
+        ips.push(parse_ipnet(tok)?);
+    }
+    Ok(ParsedRow {
+        domain,
+        icp,
+        filing,
+        access,
+        access_expires,
+        ips,
+    })
+}
+
+/// Loose check of a filing number: present, short, printable, has digits.
+fn check_icp(icp: &str) -> Result<(), String> {
+    if icp.is_empty() {
+        return Err("icp is empty".into());
+    }
+    if icp.chars().count() > 64 {
+        return Err("icp longer than 64 characters".into());
+    }
+    if icp.chars().any(|c| c.is_control()) {
+        return Err("icp contains control characters".into());
+    }
+    if !icp.bytes().any(|b| b.is_ascii_digit()) {
+        return Err(format!("icp {icp:?} has no serial number"));
+    }
+    Ok(())
+}
+
+/// RFC 3339 → Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| format!("access_expires {s:?}: not an RFC 3339 time ({e})"))
+}
+
+/// An IP address or CIDR.
+pub fn parse_ipnet(tok: &str) -> Result<IpNet, String> {
+    if let Ok(net) = tok.parse::<IpNet>() {
+        if net.trunc() != net {
+            return Err(format!("ips: {tok:?} has host bits set"));
+        }
+        return Ok(net);
+    }
+    tok.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("ips: {tok:?} is not an IP address or CIDR"))
+}
+
+/// The shrink guard rail: is `new` smaller than `old` by more than
+/// `max_shrink` (a fraction)? Returns the message when it is.
+pub fn shrink_violation(old: usize, new: usize, max_shrink: f64) -> Option<String> {
+    if old == 0 || new >= old {
+        return None;
+    }
+    let shrink = (old - new) as f64 / old as f64;
+    (shrink > max_shrink).then(|| {
+        format!(
+            "table shrinks from {old} to {new} entries ({:.1}% > max_shrink {:.1}%); reload with force to accept",
+            shrink * 100.0,
+            max_shrink * 100.0
+        )
+    })
+}

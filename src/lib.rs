@@ -13,3 +13,5 @@ pub mod hostname;
 pub mod snapshot;
 pub mod table;
 pub mod run;
+#[doc(hidden)]
+pub mod synth;

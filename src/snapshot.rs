@@ -332,7 +332,6 @@ pub struct Builder {
     /// each push, so a binary search maps a slot back to its push index).
     push_offs: Vec<u32>,
     icps: StrArena,
-    icp_index: HashTable<u32>,
     aux: Vec<Aux>,
 }
 
@@ -349,7 +348,6 @@ impl Builder {
             table: HashTable::new(),
             push_offs: Vec::new(),
             icps: StrArena::default(),
-            icp_index: HashTable::new(),
             aux: Vec::new(),
         }
     }
@@ -369,29 +367,11 @@ impl Builder {
         self.table.is_empty()
     }
 
-    fn intern_icp(&mut self, icp: &str) -> Result<u32, PushError> {
-        let hash = hasher().hash_one(icp.as_bytes());
-        let icps = &self.icps;
-        if let Some(id) = self
-            .icp_index
-            .find(hash, |id| icps.get(*id).as_bytes() == icp.as_bytes())
-        {
-            return Ok(*id);
-        }
-        let end = self.icps.bytes.len() + icp.len();
-        if end > u32::MAX as usize || self.icps.ends.len() >= u32::MAX as usize {
-            return Err(PushError::TooLarge);
-        }
-        self.icps.bytes.extend_from_slice(icp.as_bytes());
-        let id = self.icps.ends.len() as u32;
-        self.icps.ends.push(end as u32);
-        let icps = &self.icps;
-        self.icp_index
-            .insert_unique(hash, id, |id| hasher().hash_one(icps.get(*id).as_bytes()));
-        Ok(id)
-    }
-
     /// Add a row. The domain must already be canonical.
+    ///
+    /// ICP strings are deduplicated against the previous row only: exports
+    /// list a filing's websites and subdomains together, and a global index
+    /// would cost a hash probe per row and memory per distinct number.
     pub fn push(&mut self, row: RowData<'_>) -> Result<(), PushError> {
         let bytes = row.domain.as_bytes();
         if bytes.is_empty() || bytes.len() > u8::MAX as usize {
@@ -401,23 +381,45 @@ impl Builder {
             return Err(PushError::TooManyIps);
         }
         let hash = hasher().hash_one(bytes);
-        let names = &self.names;
-        if let Some(slot) = self.table.find(hash, |s| {
-            s.len as usize == bytes.len()
-                && names[s.off as usize..s.off as usize + bytes.len()] == *bytes
-        }) {
-            let first = self.push_offs.binary_search(&slot.off).unwrap_or(0) as u32;
-            return Err(PushError::Duplicate { first });
-        }
         let off = self.names.len();
         if off + bytes.len() > u32::MAX as usize {
             return Err(PushError::TooLarge);
         }
-        let icp = self.intern_icp(row.icp)?;
-        let aux = if row.access_expires.is_some() || !row.ips.is_empty() {
-            if self.aux.len() >= NO_AUX as usize {
-                return Err(PushError::TooLarge);
+        let names = &self.names;
+        let entry = self.table.entry(
+            hash,
+            |s| {
+                s.len as usize == bytes.len()
+                    && names[s.off as usize..s.off as usize + bytes.len()] == *bytes
+            },
+            |s| hasher().hash_one(&names[s.off as usize..s.off as usize + s.len as usize]),
+        );
+        let vacant = match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => {
+                let first = self.push_offs.binary_search(&o.get().off).unwrap_or(0) as u32;
+                return Err(PushError::Duplicate { first });
             }
+            hashbrown::hash_table::Entry::Vacant(v) => v,
+        };
+        // Everything below is infallible except the side tables' size caps,
+        // which are checked before anything is written.
+        let needs_aux = row.access_expires.is_some() || !row.ips.is_empty();
+        if needs_aux && self.aux.len() >= NO_AUX as usize {
+            return Err(PushError::TooLarge);
+        }
+        let icp = match self.icps.ends.len().checked_sub(1) {
+            Some(last) if self.icps.get(last as u32) == row.icp => last as u32,
+            _ => {
+                let end = self.icps.bytes.len() + row.icp.len();
+                if end > u32::MAX as usize || self.icps.ends.len() >= u32::MAX as usize {
+                    return Err(PushError::TooLarge);
+                }
+                self.icps.bytes.extend_from_slice(row.icp.as_bytes());
+                self.icps.ends.push(end as u32);
+                (self.icps.ends.len() - 1) as u32
+            }
+        };
+        let aux = if needs_aux {
             self.aux.push(Aux {
                 expires: row.access_expires,
                 ips: row.ips.into_boxed_slice(),
@@ -426,19 +428,15 @@ impl Builder {
         } else {
             NO_AUX
         };
-        self.names.extend_from_slice(bytes);
         let status = (row.filing as u8) | ((row.access as u8) << 2);
-        let slot = Slot {
+        vacant.insert(Slot {
             off: off as u32,
             icp,
             aux,
             len: bytes.len() as u8,
             status,
-        };
-        let names = &self.names;
-        self.table.insert_unique(hash, slot, |s| {
-            hasher().hash_one(&names[s.off as usize..s.off as usize + s.len as usize])
         });
+        self.names.extend_from_slice(bytes);
         self.push_offs.push(off as u32);
         Ok(())
     }

@@ -154,43 +154,32 @@ pub fn load_bytes(bytes: &[u8], source: &str, opts: &LoadOptions) -> Result<Load
 }
 
 /// Load a table from any byte stream.
-pub fn load_reader<R: Read>(
+///
+/// Two stages on two threads: the reader parses and validates rows into
+/// batches (CSV, UTF-8, canonical names, PSL, statuses, times, IPs); the
+/// caller's thread inserts them into the snapshot builder (duplicates are
+/// found there). Either stage stops the other once the allowance is spent.
+pub fn load_reader<R: Read + Send>(
     reader: R,
     source: &str,
     opts: &LoadOptions,
 ) -> Result<Loaded, TableError> {
-    let mut raw = BufReader::with_capacity(
-        1 << 16,
-        Metered {
-            inner: reader,
-            hasher: Some(Sha256::new()),
-            read: 0,
-            limit: opts.max_bytes,
-            what: "table source",
-        },
-    );
-    let gzip = raw
-        .fill_buf()
-        .map_err(|e| TableError::Io(e.to_string()))?
-        .starts_with(&[0x1f, 0x8b]);
-    let result = if gzip {
-        let decoder = flate2::bufread::MultiGzDecoder::new(&mut raw);
-        let limited = Metered {
-            inner: decoder,
-            hasher: None,
-            read: 0,
-            limit: opts.max_bytes,
-            what: "decompressed table",
-        };
-        build(limited, opts)
-    } else {
-        build(&mut raw, opts)
-    };
-    let (builder, invalid, errors) = result?;
-    // Drain what the CSV reader did not need so the hash covers every byte.
-    io::copy(&mut raw, &mut io::sink()).map_err(|e| TableError::Io(e.to_string()))?;
-    let hasher = raw.into_inner().hasher.unwrap_or_default();
-    let version = hex(&hasher.finalize());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
+    let (builder, invalid, errors, version) = std::thread::scope(|scope| {
+        let parser = scope.spawn(move || read_source(reader, opts, tx));
+        let built = insert_batches(rx, opts);
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|_| Err(TableError::Format("table parser panicked".into())));
+        match (built, parsed) {
+            // A rejection found by either stage wins over "the other stage
+            // stopped early because of it".
+            (Err(e @ TableError::Rejected { .. }), _) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok((builder, invalid, errors)), Ok(version)) => Ok((builder, invalid, errors, version)),
+        }
+    })?;
     let meta = TableMeta {
         version,
         source: source.to_owned(),
@@ -203,6 +192,162 @@ pub fn load_reader<R: Read>(
     })
 }
 
+/// Rows per batch handed from the parser to the builder.
+const BATCH_ROWS: usize = 4096;
+
+/// A batch of validated rows; their strings live in `text`.
+#[derive(Default)]
+struct Batch {
+    text: String,
+    rows: Vec<BatchRow>,
+    /// Invalid rows found by the parser (all of them counted, the first
+    /// few kept).
+    invalid: usize,
+    errors: Vec<RowError>,
+}
+
+struct BatchRow {
+    line: u64,
+    domain: (u32, u32),
+    icp: (u32, u32),
+    filing: Filing,
+    access: Access,
+    access_expires: Option<i64>,
+    ips: Vec<IpNet>,
+}
+
+impl Batch {
+    fn push(&mut self, line: u64, row: ParsedRow<'_>) {
+        let d0 = self.text.len() as u32;
+        self.text.push_str(&row.domain);
+        let d1 = self.text.len() as u32;
+        self.text.push_str(row.icp);
+        let i1 = self.text.len() as u32;
+        self.rows.push(BatchRow {
+            line,
+            domain: (d0, d1),
+            icp: (d1, i1),
+            filing: row.filing,
+            access: row.access,
+            access_expires: row.access_expires,
+            ips: row.ips,
+        });
+    }
+    fn str(&self, (a, b): (u32, u32)) -> &str {
+        self.text.get(a as usize..b as usize).unwrap_or("")
+    }
+}
+
+/// Stage 1: read, hash, gunzip, parse and validate. Returns the version.
+fn read_source<R: Read>(
+    reader: R,
+    opts: &LoadOptions,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+) -> Result<String, TableError> {
+    let mut raw = BufReader::with_capacity(
+        1 << 16,
+        Metered {
+            inner: reader,
+            hasher: Some(Sha256::new()),
+            read: 0,
+            limit: opts.max_bytes,
+            what: "table source",
+        },
+    );
+    let gzip = raw.fill_buf().map_err(io_error)?.starts_with(&[0x1f, 0x8b]);
+    if gzip {
+        let decoder = flate2::bufread::MultiGzDecoder::new(&mut raw);
+        let limited = Metered {
+            inner: decoder,
+            hasher: None,
+            read: 0,
+            limit: opts.max_bytes,
+            what: "decompressed table",
+        };
+        parse_rows(limited, opts, &tx)?;
+    } else {
+        parse_rows(&mut raw, opts, &tx)?;
+    }
+    drop(tx);
+    // Drain what the CSV reader did not need so the hash covers every byte.
+    io::copy(&mut raw, &mut io::sink()).map_err(io_error)?;
+    let hasher = raw.into_inner().hasher.unwrap_or_default();
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Stage 2: insert validated rows; detect duplicates.
+fn insert_batches(
+    rx: std::sync::mpsc::Receiver<Batch>,
+    opts: &LoadOptions,
+) -> Result<(Builder, usize, Vec<RowError>), TableError> {
+    let mut builder = Builder::new();
+    // Line of each inserted row, by push index (for duplicate reports).
+    let mut lines: Vec<u32> = Vec::new();
+    let mut invalid = 0usize;
+    let mut errors: Vec<RowError> = Vec::new();
+    let mut note = |e: RowError, invalid: &mut usize| {
+        *invalid += 1;
+        if errors.len() < MAX_REPORTED_ERRORS {
+            errors.push(e);
+        }
+    };
+    // Merge the parser's errors with ours in line order.
+    let mut pending: Vec<RowError> = Vec::new();
+    for mut batch in rx {
+        invalid += batch.invalid;
+        pending.append(&mut batch.errors);
+        let rows = std::mem::take(&mut batch.rows);
+        for row in rows {
+            let domain = batch.str(row.domain);
+            let icp = batch.str(row.icp);
+            match builder.push(RowData {
+                domain,
+                icp,
+                filing: row.filing,
+                access: row.access,
+                access_expires: row.access_expires,
+                ips: row.ips,
+            }) {
+                Ok(()) => lines.push(row.line as u32),
+                Err(PushError::Duplicate { first }) => {
+                    let first_line = lines.get(first as usize).copied().unwrap_or(0);
+                    note(
+                        RowError {
+                            line: row.line,
+                            message: format!("duplicate domain {domain} (first at line {first_line})"),
+                        },
+                        &mut invalid,
+                    );
+                }
+                Err(PushError::TooLarge) => {
+                    return Err(TableError::Format("table exceeds 4 GiB of names".into()))
+                }
+                Err(PushError::NameTooLong) | Err(PushError::TooManyIps) => note(
+                    RowError {
+                        line: row.line,
+                        message: "row too large".into(),
+                    },
+                    &mut invalid,
+                ),
+            }
+        }
+        if invalid > opts.max_invalid_rows {
+            break;
+        }
+    }
+    errors.append(&mut pending);
+    errors.sort_by_key(|e| e.line);
+    errors.truncate(MAX_REPORTED_ERRORS);
+    if invalid > opts.max_invalid_rows {
+        return Err(TableError::Rejected {
+            invalid,
+            allowance: opts.max_invalid_rows,
+            errors,
+        });
+    }
+    Ok((builder, invalid, errors))
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -212,36 +357,49 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn io_or_format(e: csv::Error) -> TableError {
+/// A limit or decoding failure is the file's fault (`Format`); anything
+/// else is the reader's (`Io`).
+fn io_error(e: io::Error) -> TableError {
     match e.kind() {
-        csv::ErrorKind::Io(io) => TableError::Format(io.to_string()),
-        _ => TableError::Format(e.to_string()),
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
+            TableError::Format(e.to_string())
+        }
+        _ => TableError::Io(e.to_string()),
     }
 }
 
-type Built = (Builder, usize, Vec<RowError>);
+fn io_or_format(e: csv::Error) -> TableError {
+    let msg = e.to_string();
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io_error(io),
+        _ => TableError::Format(msg),
+    }
+}
 
-fn build<R: Read>(reader: R, opts: &LoadOptions) -> Result<Built, TableError> {
+fn parse_rows<R: Read>(
+    reader: R,
+    opts: &LoadOptions,
+    tx: &std::sync::mpsc::SyncSender<Batch>,
+) -> Result<(), TableError> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(1 << 16)
         .from_reader(reader);
     let mut record = csv::ByteRecord::new();
-    // Header.
     match csv.read_byte_record(&mut record) {
         Ok(true) => {}
         Ok(false) => return Err(TableError::Format("empty file: no header line".into())),
         Err(e) => return Err(io_or_format(e)),
     }
-    let header: Vec<&[u8]> = record.iter().collect();
-    let first = header.first().map(|f| f.strip_prefix(b"\xef\xbb\xbf").unwrap_or(f));
-    let header_ok = header.len() == HEADER.len()
+    let first = record.get(0).map(|f| f.strip_prefix(b"\xef\xbb\xbf").unwrap_or(f));
+    let header_ok = record.len() == HEADER.len()
         && first == Some(HEADER[0].as_bytes())
-        && header[1..]
+        && record
             .iter()
+            .skip(1)
             .zip(&HEADER[1..])
-            .all(|(a, b)| a == &b.as_bytes());
+            .all(|(a, b)| a == b.as_bytes());
     if !header_ok {
         return Err(TableError::Format(format!(
             "line 1: header must be exactly `{}`",
@@ -249,90 +407,60 @@ fn build<R: Read>(reader: R, opts: &LoadOptions) -> Result<Built, TableError> {
         )));
     }
 
-    let mut builder = Builder::new();
-    let mut lines: Vec<u32> = Vec::new();
-    let mut invalid = 0usize;
-    let mut errors = Vec::new();
+    let mut batch = Batch::default();
+    let mut invalid_total = 0usize;
     let mut rows = 0usize;
-    let mut note = |line: u64, message: String, invalid: &mut usize| {
-        *invalid += 1;
-        if errors.len() < MAX_REPORTED_ERRORS {
-            errors.push(RowError { line, message });
-        }
-    };
     loop {
-        match csv.read_byte_record(&mut record) {
-            Ok(true) => {}
+        let line = match csv.read_byte_record(&mut record) {
+            Ok(true) => record.position().map_or(0, |p| p.line()),
             Ok(false) => break,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                match e.kind() {
-                    csv::ErrorKind::Io(_) => return Err(io_or_format(e)),
-                    _ => {
-                        note(line, e.to_string(), &mut invalid);
-                        if invalid > opts.max_invalid_rows {
-                            break;
-                        }
-                        continue;
-                    }
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    return Err(io_or_format(e));
+                }
+                batch.invalid += 1;
+                invalid_total += 1;
+                if batch.errors.len() < MAX_REPORTED_ERRORS {
+                    batch.errors.push(RowError { line, message: e.to_string() });
+                }
+                if invalid_total > opts.max_invalid_rows {
+                    break;
+                }
+                continue;
+            }
+        };
+        // A blank line is not a row.
+        if record.len() == 1 && record.get(0).is_some_and(|f| f.is_empty()) {
+            continue;
+        }
+        rows += 1;
+        if rows > opts.max_rows {
+            return Err(TableError::Format(format!("more than {} rows", opts.max_rows)));
+        }
+        match parse_row(&record, opts) {
+            Ok(row) => batch.push(line, row),
+            Err(message) => {
+                batch.invalid += 1;
+                invalid_total += 1;
+                if batch.errors.len() < MAX_REPORTED_ERRORS {
+                    batch.errors.push(RowError { line, message });
+                }
+                if invalid_total > opts.max_invalid_rows {
+                    break;
                 }
             }
         }
-        let line = record.position().map_or(0, |p| p.line());
-        rows += 1;
-        if rows > opts.max_rows {
-            return Err(TableError::Format(format!(
-                "more than {} rows",
-                opts.max_rows
-            )));
-        }
-        // A blank line is not a row.
-        if record.len() == 1 && record.get(0).is_some_and(|f| f.is_empty()) {
-            rows -= 1;
-            continue;
-        }
-        match parse_row(&record, opts) {
-            Ok(row) => match builder.push(RowData {
-                domain: &row.domain,
-                icp: row.icp,
-                filing: row.filing,
-                access: row.access,
-                access_expires: row.access_expires,
-                ips: row.ips,
-            }) {
-                Ok(()) => lines.push(line as u32),
-                Err(PushError::Duplicate { first }) => {
-                    let first_line = lines.get(first as usize).copied().unwrap_or(0);
-                    note(
-                        line,
-                        format!(
-                            "duplicate domain {} (first at line {first_line})",
-                            row.domain
-                        ),
-                        &mut invalid,
-                    );
-                }
-                Err(PushError::TooLarge) => {
-                    return Err(TableError::Format("table exceeds 4 GiB of names".into()))
-                }
-                Err(PushError::NameTooLong) | Err(PushError::TooManyIps) => {
-                    note(line, "row too large".into(), &mut invalid)
-                }
-            },
-            Err(msg) => note(line, msg, &mut invalid),
-        }
-        if invalid > opts.max_invalid_rows {
-            break;
+        if batch.rows.len() >= BATCH_ROWS {
+            let full = std::mem::take(&mut batch);
+            if tx.send(full).is_err() {
+                // The builder stopped (allowance spent): nothing more to do.
+                return Ok(());
+            }
         }
     }
-    if invalid > opts.max_invalid_rows {
-        return Err(TableError::Rejected {
-            invalid,
-            allowance: opts.max_invalid_rows,
-            errors,
-        });
-    }
-    Ok((builder, invalid, errors))
+    let _ = tx.send(batch);
+    Ok(())
 }
 
 /// A validated row (the domain borrowed from the record when it was

@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn invalid_names() {
         let long_label = "a".repeat(64);
-        let long_name = format!("{}.com", ["abcdefghi"; 25].join("."));
+        let long_name = format!("{}.com", ["abcdefghi"; 26].join("."));
         for bad in [
             "",
             ".",

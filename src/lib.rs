@@ -11,6 +11,7 @@ pub mod config;
 pub mod decision;
 pub mod hostname;
 pub mod snapshot;
+pub mod sniff;
 pub mod table;
 pub mod run;
 #[doc(hidden)]

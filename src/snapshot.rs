@@ -354,7 +354,8 @@ impl Builder {
 
     pub fn with_capacity(rows: usize) -> Self {
         let mut b = Self::new();
-        b.names.reserve(rows * 16);
+        b.names.reserve(rows * 20);
+        b.push_offs.reserve(rows);
         b.table.reserve(rows, |_| 0);
         b
     }

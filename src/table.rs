@@ -145,12 +145,13 @@ impl<R: Read> Read for Metered<R> {
 /// Load a table from a file (plain CSV or gzip, detected by content).
 pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<Loaded, TableError> {
     let file = File::open(path).map_err(|e| TableError::Io(format!("{}: {e}", path.display())))?;
-    load_reader(file, &path.display().to_string(), opts)
+    let size = file.metadata().map_or(0, |m| m.len());
+    load_reader_sized(file, size, &path.display().to_string(), opts)
 }
 
 /// Load a table from in-memory bytes.
 pub fn load_bytes(bytes: &[u8], source: &str, opts: &LoadOptions) -> Result<Loaded, TableError> {
-    load_reader(bytes, source, opts)
+    load_reader_sized(bytes, bytes.len() as u64, source, opts)
 }
 
 /// Load a table from any byte stream.
@@ -164,10 +165,24 @@ pub fn load_reader<R: Read + Send>(
     source: &str,
     opts: &LoadOptions,
 ) -> Result<Loaded, TableError> {
+    load_reader_sized(reader, 0, source, opts)
+}
+
+/// Rows per source byte assumed when pre-sizing the hash table (a typical
+/// row is 40–60 bytes; under-estimating only costs one growth step).
+const BYTES_PER_ROW_HINT: u64 = 56;
+
+fn load_reader_sized<R: Read + Send>(
+    reader: R,
+    size_hint: u64,
+    source: &str,
+    opts: &LoadOptions,
+) -> Result<Loaded, TableError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
+    let rows_hint = ((size_hint / BYTES_PER_ROW_HINT) as usize).min(opts.max_rows);
     let (builder, invalid, errors, version) = std::thread::scope(|scope| {
         let parser = scope.spawn(move || read_source(reader, opts, tx));
-        let built = insert_batches(rx, opts);
+        let built = insert_batches(rx, rows_hint, opts);
         let parsed = parser
             .join()
             .unwrap_or_else(|_| Err(TableError::Format("table parser panicked".into())));
@@ -278,9 +293,10 @@ fn read_source<R: Read>(
 /// Stage 2: insert validated rows; detect duplicates.
 fn insert_batches(
     rx: std::sync::mpsc::Receiver<Batch>,
+    rows_hint: usize,
     opts: &LoadOptions,
 ) -> Result<(Builder, usize, Vec<RowError>), TableError> {
-    let mut builder = Builder::new();
+    let mut builder = Builder::with_capacity(rows_hint);
     // Line of each inserted row, by push index (for duplicate reports).
     let mut lines: Vec<u32> = Vec::new();
     let mut invalid = 0usize;

@@ -1,0 +1,183 @@
+//! HTTP/1.x request heads: recognising one, and finding the one authority a
+//! request is for (SPEC R3, R8, R10). [`request_host`] holds the rules and is
+//! used both by [`parse`] (the pure, incremental sniffer) and by the proxy's
+//! per-request service, so every request on a connection gets the same
+//! treatment as the first.
+
+use crate::decision::Reason;
+use crate::hostname::{self, Host};
+
+/// Headers examined per request head.
+pub const MAX_HEADERS: usize = 128;
+
+/// Outcome of [`looks_like_http`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Looks {
+    Yes,
+    No,
+    NeedMore,
+}
+
+/// A request line starts with a method token (uppercase letters here: every
+/// registered method) and a space. Only this shape is treated as HTTP; an
+/// HTTP-shaped head that then fails to parse is invalid (closed), never
+/// waved through as "other".
+pub fn looks_like_http(buf: &[u8]) -> Looks {
+    const MAX_METHOD: usize = 20;
+    for (i, &b) in buf.iter().enumerate().take(MAX_METHOD + 1) {
+        match b {
+            b'A'..=b'Z' => {}
+            b' ' if i > 0 => return Looks::Yes,
+            _ => return Looks::No,
+        }
+    }
+    if buf.len() > MAX_METHOD {
+        Looks::No
+    } else {
+        Looks::NeedMore
+    }
+}
+
+/// The authority a request is for: `Ok(Some(host))`, `Ok(None)` when it
+/// names none (HTTP/1.0 without Host: R3), or the block reason
+/// (`ambiguous_host`, `bad_host`).
+pub fn request_host<'a>(
+    target: &'a str,
+    http10: bool,
+    hosts: &mut dyn Iterator<Item = &'a [u8]>,
+) -> Result<Option<Host<'a>>, Reason> {
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Reason::AmbiguousHost);
+    }
+    let host = match first {
+        Some(raw) => {
+            let s = std::str::from_utf8(raw).map_err(|_| Reason::BadHost)?;
+            let s = s.trim_matches(|c| c == ' ' || c == '\t');
+            Some(hostname::canonicalize(s).map_err(|_| Reason::BadHost)?)
+        }
+        None => None,
+    };
+    let target_auth = target_authority(target)?;
+    match (target_auth, host) {
+        (Some(t), Some(h)) => {
+            let t = hostname::canonicalize(t).map_err(|_| Reason::BadHost)?;
+            if t != h {
+                return Err(Reason::AmbiguousHost);
+            }
+            Ok(Some(t))
+        }
+        (Some(t), None) => Ok(Some(hostname::canonicalize(t).map_err(|_| Reason::BadHost)?)),
+        (None, Some(h)) => Ok(Some(h)),
+        (None, None) if http10 => Ok(None),
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host.
+        (None, None) => Err(Reason::AmbiguousHost),
+    }
+}
+
+/// The authority of an absolute-form (`http://a/...`) or authority-form
+/// (`CONNECT a:443`) target; `None` for origin-form and `*`.
+fn target_authority(target: &str) -> Result<Option<&str>, Reason> {
+    if target.starts_with('/') || target == "*" {
+        return Ok(None);
+    }
+    let rest = match target.find("://") {
+        Some(i) => {
+            let scheme = &target[..i];
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+                return Err(Reason::BadHost);
+            }
+            &target[i + 3..]
+        }
+        // authority-form
+        None => target,
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let auth = &rest[..end];
+    if auth.is_empty() || auth.contains('@') {
+        return Err(Reason::BadHost);
+    }
+    Ok(Some(auth))
+}
+
+/// A complete request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// Bytes of the head, through the blank line.
+    pub len: usize,
+    pub host: Result<Option<Host<'a>>, Reason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parse<'a> {
+    NeedMore,
+    Found(Head<'a>),
+    Invalid(&'static str),
+}
+
+/// Parse the request head at the start of `buf` (pure, incremental).
+pub fn parse(buf: &[u8]) -> Parse<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) => Parse::NeedMore,
+        Err(httparse::Error::TooManyHeaders) => Parse::Invalid("too many headers"),
+        Err(_) => Parse::Invalid("malformed request head"),
+        Ok(httparse::Status::Complete(len)) => {
+            let target = req.path.unwrap_or("");
+            let http10 = req.version == Some(0);
+            let mut hosts = req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("host"))
+                .map(|h| h.value);
+            let host = request_host(target, http10, &mut hosts).map(|h| h.map(Host::into_owned));
+            // Host borrows from `headers`, a local: hand back owned names
+            // (the sniffer is not the per-request hot path; the service
+            // borrows from hyper's parsed request instead).
+            Parse::Found(Head { len, host })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(req: &str) -> Result<Option<String>, Reason> {
+        match parse(req.as_bytes()) {
+            Parse::Found(h) => h.host.map(|h| h.map(|h| h.to_string())),
+            other => panic!("{req:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rules() {
+        assert_eq!(host("GET / HTTP/1.1\r\nHost: A.com\r\n\r\n"), Ok(Some("a.com".into())));
+        assert_eq!(host("GET / HTTP/1.1\r\nhOsT:a.com.:8080\r\n\r\n"), Ok(Some("a.com".into())));
+        assert_eq!(host("GET / HTTP/1.1\r\nHost: \t a.com \t\r\n\r\n"), Ok(Some("a.com".into())));
+        assert_eq!(host("GET / HTTP/1.0\r\n\r\n"), Ok(None));
+        assert_eq!(host("GET / HTTP/1.1\r\n\r\n"), Err(Reason::AmbiguousHost));
+        assert_eq!(host("GET / HTTP/1.1\r\nHost: a.com\r\nHost: a.com\r\n\r\n"), Err(Reason::AmbiguousHost));
+        assert_eq!(host("GET http://b.com/x HTTP/1.1\r\nHost: a.com\r\n\r\n"), Err(Reason::AmbiguousHost));
+        assert_eq!(host("GET http://A.com:80/x HTTP/1.1\r\nHost: a.com\r\n\r\n"), Ok(Some("a.com".into())));
+        assert_eq!(host("GET http://a.com/x HTTP/1.0\r\n\r\n"), Ok(Some("a.com".into())));
+        assert_eq!(host("CONNECT a.com:443 HTTP/1.1\r\nHost: a.com:443\r\n\r\n"), Ok(Some("a.com".into())));
+        assert_eq!(host("GET http://u@a.com/ HTTP/1.1\r\nHost: a.com\r\n\r\n"), Err(Reason::BadHost));
+        assert_eq!(host("GET / HTTP/1.1\r\nHost: a b.com\r\n\r\n"), Err(Reason::BadHost));
+        assert_eq!(host("GET / HTTP/1.1\r\nHost: \r\n\r\n"), Err(Reason::BadHost));
+        assert_eq!(host("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"), Ok(Some("[::1]".into())));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a.com\r\n"), Parse::NeedMore);
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n"), Parse::Invalid(_)));
+    }
+
+    #[test]
+    fn looks() {
+        assert_eq!(looks_like_http(b"GET / HTTP/1.1"), Looks::Yes);
+        assert_eq!(looks_like_http(b"GE"), Looks::NeedMore);
+        assert_eq!(looks_like_http(b""), Looks::NeedMore);
+        assert_eq!(looks_like_http(b"SSH-2.0-OpenSSH"), Looks::No);
+        assert_eq!(looks_like_http(b"\x16\x03\x01"), Looks::No);
+        assert_eq!(looks_like_http(b" GET"), Looks::No);
+    }
+}

@@ -1,0 +1,364 @@
+//! Incremental, allocation-free ClientHello reader.
+//!
+//! [`parse`] is a pure function of the bytes received so far. It returns
+//! `NeedMore` until the whole ClientHello handshake message is present —
+//! across any number of reads and any number of TLS records — and then
+//! `Found` with the SNI, or `Invalid`. A buffer that ends inside the hello
+//! (inside the extensions included) is always `NeedMore`, never "no SNI".
+//!
+//! Written by hand rather than on `tls-parser` so the hot path allocates
+//! nothing (tls-parser collects ciphers and extensions into `Vec`s); the
+//! tests cross-check every fixture against `tls-parser`.
+
+/// Largest ClientHello we accept. Real ones are < 2 KiB (post-quantum key
+/// shares included); the record layer allows 16 KiB per record.
+pub const MAX_HELLO: usize = 16 * 1024;
+
+const CONTENT_HANDSHAKE: u8 = 22;
+const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+const EXT_SERVER_NAME: u16 = 0;
+const EXT_ECH: u16 = 0xfe0d;
+const EXT_ECH_OUTER_EXTENSIONS: u16 = 0xfd00;
+
+/// A server name copied out of the hello (a valid one is at most 253
+/// bytes; longer ones are refused as invalid). Copying ≤255 bytes keeps the
+/// multi-record case as allocation-free as the single-record one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Sni {
+    buf: [u8; 255],
+    len: u8,
+}
+
+impl Sni {
+    fn new(bytes: &[u8]) -> Option<Sni> {
+        let len = u8::try_from(bytes.len()).ok()?;
+        let mut buf = [0u8; 255];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        Some(Sni { buf, len })
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+    /// The name as text; `None` if it is not UTF-8 (then it is not a name).
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.as_bytes()).ok()
+    }
+}
+
+impl std::fmt::Debug for Sni {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// What a complete ClientHello says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// The host_name of the server_name extension (raw bytes, not yet
+    /// canonicalized). `None` when the extension is absent.
+    pub sni: Option<Sni>,
+    /// An `encrypted_client_hello` extension is present (real ECH or GREASE:
+    /// they cannot be told apart on the wire; the SNI seen is the outer one).
+    pub ech: bool,
+    /// Bytes of the buffer that make up the records carrying the hello.
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parse {
+    NeedMore,
+    Found(Hello),
+    Invalid(&'static str),
+}
+
+/// Is this the first byte of a TLS handshake record?
+pub fn looks_like_tls(first: u8) -> bool {
+    first == CONTENT_HANDSHAKE
+}
+
+/// Parse the ClientHello at the start of `buf`.
+pub fn parse(buf: &[u8]) -> Parse {
+    // Pass 1: walk the record headers; find how many handshake bytes are
+    // needed and whether they are all here.
+    let mut pos = 0usize;
+    let mut hs_have = 0usize; // handshake payload bytes available
+    let mut hs_need: Option<usize> = None; // 4 + hello length, once known
+    let mut first_hdr = [0u8; 4];
+    let mut records = 0usize;
+    loop {
+        if let Some(need) = hs_need {
+            if hs_have >= need {
+                break;
+            }
+        }
+        if buf.len() < pos + 5 {
+            return Parse::NeedMore;
+        }
+        let hdr = &buf[pos..pos + 5];
+        if hdr[0] != CONTENT_HANDSHAKE {
+            return if records == 0 {
+                Parse::Invalid("not a TLS handshake record")
+            } else {
+                Parse::Invalid("ClientHello interrupted by a non-handshake record")
+            };
+        }
+        if hdr[1] != 3 {
+            return Parse::Invalid("bad record version");
+        }
+        let rec_len = usize::from(u16::from_be_bytes([hdr[3], hdr[4]]));
+        if rec_len == 0 || rec_len > 16 * 1024 {
+            return Parse::Invalid("bad record length");
+        }
+        records += 1;
+        let body_start = pos + 5;
+        let avail = buf.len().saturating_sub(body_start).min(rec_len);
+        // Collect the 4-byte handshake header, possibly split across records.
+        for i in 0..avail {
+            let k = hs_have + i;
+            if k >= 4 {
+                break;
+            }
+            first_hdr[k] = buf[body_start + i];
+        }
+        hs_have += avail;
+        if hs_need.is_none() && hs_have >= 4 {
+            if first_hdr[0] != HANDSHAKE_CLIENT_HELLO {
+                return Parse::Invalid("first handshake message is not a ClientHello");
+            }
+            let len = (usize::from(first_hdr[1]) << 16)
+                | (usize::from(first_hdr[2]) << 8)
+                | usize::from(first_hdr[3]);
+            if len + 4 > MAX_HELLO {
+                return Parse::Invalid("ClientHello too large");
+            }
+            hs_need = Some(len + 4);
+        }
+        if avail < rec_len {
+            // The record is not complete yet; is the hello complete anyway?
+            match hs_need {
+                Some(need) if hs_have >= need => {
+                    pos = body_start + avail;
+                    break;
+                }
+                _ => return Parse::NeedMore,
+            }
+        }
+        pos = body_start + rec_len;
+        if pos > MAX_HELLO + 5 * 64 {
+            return Parse::Invalid("ClientHello spread over too many records");
+        }
+    }
+    let need = hs_need.unwrap_or(0);
+    // Pass 2: the hello body. Zero-copy when it sits in one record (the
+    // common case); otherwise defragment into a stack buffer.
+    let single = {
+        let rec_len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+        rec_len >= need
+    };
+    let found = |body: &[u8]| match parse_body(body) {
+        Ok((sni, ech)) => {
+            let sni = match sni {
+                None => None,
+                Some((a, b)) => match Sni::new(&body[a..b]) {
+                    Some(s) => Some(s),
+                    None => return Parse::Invalid("server_name longer than 255 bytes"),
+                },
+            };
+            Parse::Found(Hello { sni, ech, len: pos })
+        }
+        Err(e) => Parse::Invalid(e),
+    };
+    if single {
+        found(&buf[5 + 4..5 + need])
+    } else {
+        let mut stack = [0u8; MAX_HELLO];
+        let mut filled = 0usize;
+        let mut p = 0usize;
+        while filled < need && p + 5 <= buf.len() {
+            let rec_len = usize::from(u16::from_be_bytes([buf[p + 3], buf[p + 4]]));
+            let take = rec_len.min(need - filled).min(buf.len() - (p + 5));
+            stack[filled..filled + take].copy_from_slice(&buf[p + 5..p + 5 + take]);
+            filled += take;
+            p += 5 + rec_len;
+        }
+        found(&stack[4..need])
+    }
+}
+
+struct Cur<'a> {
+    b: &'a [u8],
+    p: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        let end = self.p.checked_add(n).ok_or("length overflow")?;
+        let s = self.b.get(self.p..end).ok_or("truncated ClientHello")?;
+        self.p = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<usize, &'static str> {
+        Ok(usize::from(self.take(1)?[0]))
+    }
+    fn u16(&mut self) -> Result<usize, &'static str> {
+        let s = self.take(2)?;
+        Ok(usize::from(u16::from_be_bytes([s[0], s[1]])))
+    }
+}
+
+type Body = (Option<(usize, usize)>, bool);
+
+/// Parse a ClientHello body (after the 4-byte handshake header). Returns
+/// the SNI as a byte range of `body`, and whether ECH is present.
+fn parse_body(body: &[u8]) -> Result<Body, &'static str> {
+    let mut c = Cur { b: body, p: 0 };
+    let ver = c.take(2)?;
+    if ver[0] != 3 {
+        return Err("bad ClientHello version");
+    }
+    c.take(32)?; // random
+    let sid = c.u8()?;
+    if sid > 32 {
+        return Err("session id too long");
+    }
+    c.take(sid)?;
+    let suites = c.u16()?;
+    if suites < 2 || suites % 2 != 0 {
+        return Err("bad cipher suites length");
+    }
+    c.take(suites)?;
+    let comp = c.u8()?;
+    if comp < 1 {
+        return Err("no compression methods");
+    }
+    c.take(comp)?;
+    if c.p == body.len() {
+        // No extensions at all (old clients): no SNI.
+        return Ok((None, false));
+    }
+    let ext_len = c.u16()?;
+    if c.p + ext_len != body.len() {
+        return Err("extensions length does not match the ClientHello");
+    }
+    let mut sni = None;
+    let mut seen_sni = false;
+    let mut ech = false;
+    while c.p < body.len() {
+        let typ = c.u16()? as u16;
+        let len = c.u16()?;
+        let start = c.p;
+        let data = c.take(len)?;
+        match typ {
+            EXT_SERVER_NAME => {
+                if seen_sni {
+                    return Err("two server_name extensions");
+                }
+                seen_sni = true;
+                sni = parse_sni(data)?.map(|(a, b)| (start + a, start + b));
+            }
+            EXT_ECH | EXT_ECH_OUTER_EXTENSIONS => ech = true,
+            _ => {}
+        }
+    }
+    Ok((sni, ech))
+}
+
+/// The host_name of a server_name extension body; two names is an error
+/// (SPEC R10).
+fn parse_sni(data: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
+    let mut c = Cur { b: data, p: 0 };
+    let list = c.u16()?;
+    if list + 2 != data.len() {
+        return Err("server_name list length mismatch");
+    }
+    let mut found = None;
+    while c.p < data.len() {
+        let typ = c.u8()?;
+        let len = c.u16()?;
+        let start = c.p;
+        c.take(len)?;
+        if typ == 0 {
+            if found.is_some() {
+                return Err("two server_name entries");
+            }
+            if len == 0 {
+                return Err("empty server_name");
+            }
+            found = Some((start, start + len));
+        }
+    }
+    if found.is_none() {
+        return Err("server_name extension without a host_name");
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal hello with the given extensions block.
+    pub(crate) fn hello(exts: &[u8]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend([7u8; 32]);
+        body.push(0);
+        body.extend([0, 2, 0x13, 0x01]);
+        body.extend([1, 0]);
+        body.extend((exts.len() as u16).to_be_bytes());
+        body.extend(exts);
+        let mut hs = vec![1];
+        hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend(body);
+        let mut rec = vec![22, 3, 1];
+        rec.extend((hs.len() as u16).to_be_bytes());
+        rec.extend(hs);
+        rec
+    }
+
+    pub(crate) fn sni_ext(names: &[&str]) -> Vec<u8> {
+        let mut list = vec![];
+        for n in names {
+            list.push(0);
+            list.extend((n.len() as u16).to_be_bytes());
+            list.extend(n.as_bytes());
+        }
+        let mut e = vec![0, 0];
+        e.extend(((list.len() + 2) as u16).to_be_bytes());
+        e.extend((list.len() as u16).to_be_bytes());
+        e.extend(list);
+        e
+    }
+
+    #[test]
+    fn synthetic() {
+        let h = hello(&sni_ext(&["example.com"]));
+        match parse(&h) {
+            Parse::Found(x) => {
+                assert_eq!(x.sni.unwrap().as_bytes(), b"example.com");
+                assert_eq!(x.len, h.len());
+                assert!(!x.ech);
+            }
+            other => panic!("{other:?}"),
+        }
+        for i in 0..h.len() {
+            assert_eq!(parse(&h[..i]), Parse::NeedMore, "prefix {i}");
+        }
+        let two = hello(&sni_ext(&["a.com", "b.com"]));
+        assert!(matches!(parse(&two), Parse::Invalid(_)));
+        let mut dup = sni_ext(&["a.com"]);
+        dup.extend(sni_ext(&["a.com"]));
+        assert!(matches!(parse(&hello(&dup)), Parse::Invalid(_)));
+        assert_eq!(
+            parse(&hello(&[])),
+            Parse::Found(Hello {
+                sni: None,
+                ech: false,
+                len: hello(&[]).len()
+            })
+        );
+        let mut ech = sni_ext(&["public.example"]);
+        ech.extend([0xfe, 0x0d, 0, 1, 0]);
+        assert!(matches!(parse(&hello(&ech)), Parse::Found(Hello { ech: true, .. })));
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), Parse::Invalid(_)));
+    }
+}

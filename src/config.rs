@@ -206,6 +206,8 @@ pub struct BlockConfig {
     pub key: Option<PathBuf>,
     /// Operator template replacing the built-in page.
     pub template: Option<PathBuf>,
+    /// Operator per-reason texts replacing the built-in ones.
+    pub reasons: Option<PathBuf>,
     #[serde(default = "default_provider")]
     pub provider_name: String,
     #[serde(default)]
@@ -220,6 +222,7 @@ impl Default for BlockConfig {
             cert: None,
             key: None,
             template: None,
+            reasons: None,
             provider_name: default_provider(),
             links: Vec::new(),
         }
@@ -309,9 +312,11 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {
-    /// Start a built-in demo origin (HTTP on this address, and TLS on the
-    /// next port) — only for the bundled demo.
+    /// Start a built-in demo origin serving HTTP on this address — only for
+    /// the bundled demo.
     pub origin: Option<SocketAddr>,
+    /// … and TLS (self-signed) on this one.
+    pub origin_tls: Option<SocketAddr>,
 }
 
 impl Config {

@@ -6,13 +6,22 @@
 //! holder), [`decision`] (rules R1–R10), [`config`], [`cli`] (the `check`
 //! and `validate` commands).
 
+pub mod admin;
+pub mod block;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod demo;
+pub mod fetch;
 pub mod hostname;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
 pub mod snapshot;
 pub mod sniff;
 pub mod table;
+pub mod top;
 pub mod run;
 #[doc(hidden)]
 pub mod synth;

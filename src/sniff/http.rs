@@ -46,6 +46,16 @@ pub fn request_host<'a>(
     http10: bool,
     hosts: &mut dyn Iterator<Item = &'a [u8]>,
 ) -> Result<Option<Host<'a>>, Reason> {
+    request_host_parts(target_authority(target)?, http10, hosts)
+}
+
+/// [`request_host`] with the target's authority already extracted (hyper
+/// parses the target for us on the proxy path).
+pub fn request_host_parts<'a>(
+    target_auth: Option<&'a str>,
+    http10: bool,
+    hosts: &mut dyn Iterator<Item = &'a [u8]>,
+) -> Result<Option<Host<'a>>, Reason> {
     let first = hosts.next();
     if hosts.next().is_some() {
         return Err(Reason::AmbiguousHost);
@@ -58,7 +68,6 @@ pub fn request_host<'a>(
         }
         None => None,
     };
-    let target_auth = target_authority(target)?;
     match (target_auth, host) {
         (Some(t), Some(h)) => {
             let t = hostname::canonicalize(t).map_err(|_| Reason::BadHost)?;

@@ -1,0 +1,66 @@
+//! Structured logs (`tracing`), and the rate limit on per-block log lines
+//! so a flood of blocked requests cannot fill a disk.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::decision::Reason;
+use crate::metrics::{Metrics, Proto};
+
+/// At most `per_sec` block lines per second; the rest are counted in
+/// `icpgate_block_logs_suppressed_total`.
+pub struct BlockLog {
+    enabled: bool,
+    per_sec: u64,
+    /// (second << 32) | count in that second
+    window: AtomicU64,
+}
+
+impl BlockLog {
+    pub fn new(enabled: bool, per_sec: u32) -> Self {
+        BlockLog {
+            enabled,
+            per_sec: u64::from(per_sec),
+            window: AtomicU64::new(0),
+        }
+    }
+
+    fn admit(&self) -> bool {
+        let now = crate::decision::now_unix() as u64 & 0xffff_ffff;
+        let mut cur = self.window.load(Ordering::Relaxed);
+        loop {
+            let (sec, n) = (cur >> 32, cur & 0xffff_ffff);
+            let next = if sec == now { (now << 32) | (n + 1) } else { (now << 32) | 1 };
+            if sec == now && n >= self.per_sec {
+                return false;
+            }
+            match self
+                .window
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    pub fn block(&self, proto: Proto, host: &str, reason: Reason, peer: SocketAddr, dst: IpAddr) {
+        if !self.enabled {
+            return;
+        }
+        if self.admit() {
+            tracing::info!(target: "icpgate::block", protocol = proto.as_str(), host, reason = reason.as_str(), %peer, %dst, "blocked");
+        } else {
+            Metrics::get().block_logs_suppressed.inc();
+        }
+    }
+}
+
+/// Install the global subscriber.
+pub fn init(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { b.json().try_init() } else { b.try_init() };
+}

@@ -1,0 +1,279 @@
+//! Every metric icpgate exports, named in one place (SPEC §5). Per-decision
+//! counters are resolved once at startup into a fixed array, so the data
+//! path only does an atomic add: no label hashing, no lock.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::decision::{Action, Reason};
+
+pub mod names {
+    pub const DECISIONS_TOTAL: &str = "icpgate_decisions_total";
+    pub const DECISION_DURATION_SECONDS: &str = "icpgate_decision_duration_seconds";
+    pub const TABLE_ENTRIES: &str = "icpgate_table_entries";
+    pub const TABLE_LOADED_TIMESTAMP_SECONDS: &str = "icpgate_table_loaded_timestamp_seconds";
+    pub const TABLE_AGE_SECONDS: &str = "icpgate_table_age_seconds";
+    pub const TABLE_RELOADS_TOTAL: &str = "icpgate_table_reloads_total";
+    pub const TABLE_RELOAD_FAILING: &str = "icpgate_table_reload_failing";
+    pub const CONNECTIONS_ACTIVE: &str = "icpgate_connections_active";
+    pub const CONNECTIONS_TOTAL: &str = "icpgate_connections_total";
+    pub const CONNECTIONS_REJECTED_TOTAL: &str = "icpgate_connections_rejected_total";
+    pub const SNIFF_TOTAL: &str = "icpgate_sniff_total";
+    pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "icpgate_upstream_connect_errors_total";
+    pub const BLOCK_LOGS_SUPPRESSED_TOTAL: &str = "icpgate_block_logs_suppressed_total";
+    pub const BUILD_INFO: &str = "icpgate_build_info";
+
+    pub const LABEL_PROTOCOL: &str = "protocol";
+    pub const LABEL_DECISION: &str = "decision";
+    pub const LABEL_REASON: &str = "reason";
+    pub const LABEL_RESULT: &str = "result";
+    pub const LABEL_LISTENER: &str = "listener";
+    pub const LABEL_OUTCOME: &str = "outcome";
+    pub const LABEL_VERSION: &str = "version";
+}
+
+/// Protocol label of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http,
+    Tls,
+    Other,
+}
+
+impl Proto {
+    pub const ALL: [Proto; 3] = [Proto::Http, Proto::Tls, Proto::Other];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Http => "http",
+            Proto::Tls => "tls",
+            Proto::Other => "other",
+        }
+    }
+}
+
+/// Sniff outcome label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniffed {
+    Tls,
+    Http,
+    Other,
+    Nothing,
+    Incomplete,
+    Invalid,
+}
+
+impl Sniffed {
+    pub const ALL: [Sniffed; 6] = [
+        Sniffed::Tls,
+        Sniffed::Http,
+        Sniffed::Other,
+        Sniffed::Nothing,
+        Sniffed::Incomplete,
+        Sniffed::Invalid,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sniffed::Tls => "tls",
+            Sniffed::Http => "http",
+            Sniffed::Other => "other",
+            Sniffed::Nothing => "nothing",
+            Sniffed::Incomplete => "incomplete",
+            Sniffed::Invalid => "invalid",
+        }
+    }
+}
+
+/// Reload result label.
+pub mod reload_result {
+    pub const SUCCESS: &str = "success";
+    pub const REJECTED: &str = "rejected";
+    pub const ERROR: &str = "error";
+    pub const UNCHANGED: &str = "unchanged";
+}
+
+const ACTIONS: [Action; 3] = [Action::Allow, Action::Block, Action::Pass];
+
+pub struct Metrics {
+    pub registry: Registry,
+    decisions: Vec<IntCounter>,
+    pub decision_duration: Histogram,
+    pub table_entries: IntGauge,
+    pub table_loaded: IntGauge,
+    pub table_age: IntGauge,
+    pub table_reloads: IntCounterVec,
+    pub table_reload_failing: IntGauge,
+    pub connections_active: IntGaugeVec,
+    pub connections_total: IntCounterVec,
+    pub connections_rejected: IntCounterVec,
+    sniffed: Vec<IntCounter>,
+    pub upstream_errors: IntCounterVec,
+    pub block_logs_suppressed: IntCounter,
+}
+
+/// Can the rules produce this pair?
+fn possible(a: Action, r: Reason) -> bool {
+    match a {
+        Action::Pass => r == Reason::OutsideMainland,
+        Action::Allow => matches!(r, Reason::Filed | Reason::Allowlisted | Reason::IpAccess),
+        Action::Block => !matches!(r, Reason::Filed | Reason::Allowlisted | Reason::OutsideMainland),
+    }
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    use names::*;
+    let registry = Registry::new();
+    let decisions_vec = IntCounterVec::new(
+        Opts::new(DECISIONS_TOTAL, "Decisions by protocol, outcome and reason."),
+        &[LABEL_PROTOCOL, LABEL_DECISION, LABEL_REASON],
+    )?;
+    // Only the combinations the rules can produce become series; the
+    // others stay detached counters (never exported).
+    let mut decisions = Vec::new();
+    for p in Proto::ALL {
+        for a in ACTIONS {
+            for r in Reason::ALL {
+                decisions.push(if possible(a, r) {
+                    decisions_vec.with_label_values(&[p.as_str(), a.as_str(), r.as_str()])
+                } else {
+                    IntCounter::new("unused", "unused")?
+                });
+            }
+        }
+    }
+    let decision_duration = Histogram::with_opts(
+        HistogramOpts::new(
+            DECISION_DURATION_SECONDS,
+            "Time to decide (canonicalize, look up, apply the rules), seconds.",
+        )
+        .buckets(vec![
+            1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 1e-4, 1e-3, 1e-2,
+        ]),
+    )?;
+    let table_entries = IntGauge::new(TABLE_ENTRIES, "Rows in the running table.")?;
+    let table_loaded = IntGauge::new(
+        TABLE_LOADED_TIMESTAMP_SECONDS,
+        "Unix time the running table was loaded.",
+    )?;
+    let table_age = IntGauge::new(TABLE_AGE_SECONDS, "Seconds since the running table was loaded.")?;
+    let table_reloads = IntCounterVec::new(
+        Opts::new(TABLE_RELOADS_TOTAL, "Table reload attempts by result."),
+        &[LABEL_RESULT],
+    )?;
+    let table_reload_failing = IntGauge::new(
+        TABLE_RELOAD_FAILING,
+        "1 while the last reload attempt failed (the previous table keeps serving).",
+    )?;
+    let connections_active = IntGaugeVec::new(
+        Opts::new(CONNECTIONS_ACTIVE, "Open client connections."),
+        &[LABEL_LISTENER],
+    )?;
+    let connections_total = IntCounterVec::new(
+        Opts::new(CONNECTIONS_TOTAL, "Accepted client connections."),
+        &[LABEL_LISTENER],
+    )?;
+    let connections_rejected = IntCounterVec::new(
+        Opts::new(CONNECTIONS_REJECTED_TOTAL, "Connections refused by the connection limit."),
+        &[LABEL_LISTENER],
+    )?;
+    let sniffed_vec = IntCounterVec::new(
+        Opts::new(SNIFF_TOTAL, "First-bytes classification of connections."),
+        &[LABEL_OUTCOME],
+    )?;
+    let sniffed = Sniffed::ALL
+        .iter()
+        .map(|s| sniffed_vec.with_label_values(&[s.as_str()]))
+        .collect();
+    let upstream_errors = IntCounterVec::new(
+        Opts::new(UPSTREAM_CONNECT_ERRORS_TOTAL, "Failed upstream connections."),
+        &[LABEL_LISTENER],
+    )?;
+    let block_logs_suppressed = IntCounter::new(
+        BLOCK_LOGS_SUPPRESSED_TOTAL,
+        "Block log lines dropped by the rate limit.",
+    )?;
+    let build_info = IntGaugeVec::new(Opts::new(BUILD_INFO, "Build information."), &[LABEL_VERSION])?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    registry.register(Box::new(decisions_vec))?;
+    registry.register(Box::new(decision_duration.clone()))?;
+    registry.register(Box::new(table_entries.clone()))?;
+    registry.register(Box::new(table_loaded.clone()))?;
+    registry.register(Box::new(table_age.clone()))?;
+    registry.register(Box::new(table_reloads.clone()))?;
+    registry.register(Box::new(table_reload_failing.clone()))?;
+    registry.register(Box::new(connections_active.clone()))?;
+    registry.register(Box::new(connections_total.clone()))?;
+    registry.register(Box::new(connections_rejected.clone()))?;
+    registry.register(Box::new(sniffed_vec))?;
+    registry.register(Box::new(upstream_errors.clone()))?;
+    registry.register(Box::new(block_logs_suppressed.clone()))?;
+    registry.register(Box::new(build_info))?;
+    for r in [
+        reload_result::SUCCESS,
+        reload_result::REJECTED,
+        reload_result::ERROR,
+        reload_result::UNCHANGED,
+    ] {
+        table_reloads.with_label_values(&[r]);
+    }
+    Ok(Metrics {
+        registry,
+        decisions,
+        decision_duration,
+        table_entries,
+        table_loaded,
+        table_age,
+        table_reloads,
+        table_reload_failing,
+        connections_active,
+        connections_total,
+        connections_rejected,
+        sniffed,
+        upstream_errors,
+        block_logs_suppressed,
+    })
+}
+
+impl Metrics {
+    /// The process-wide metrics.
+    pub fn get() -> &'static Metrics {
+        static M: OnceLock<Metrics> = OnceLock::new();
+        M.get_or_init(|| match build() {
+            Ok(m) => m,
+            // Only reachable through a programming error in `build` (duplicate
+            // names), which the tests exercise.
+            Err(e) => panic!("metrics registration: {e}"),
+        })
+    }
+
+    #[inline]
+    pub fn decision(&self, proto: Proto, action: Action, reason: Reason) {
+        let a = ACTIONS.iter().position(|x| *x == action).unwrap_or(0);
+        let i = (proto as usize * ACTIONS.len() + a) * Reason::ALL.len() + reason.index();
+        if let Some(c) = self.decisions.get(i) {
+            c.inc();
+        }
+    }
+
+    #[inline]
+    pub fn sniffed(&self, s: Sniffed) {
+        if let Some(c) = self.sniffed.get(s as usize) {
+            c.inc();
+        }
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let enc = prometheus::TextEncoder::new();
+        if enc.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

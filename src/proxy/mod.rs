@@ -1,0 +1,476 @@
+//! The data path (SPEC §3): per connection, learn the destination, sniff
+//! the first bytes, decide, then forward untouched or block.
+
+pub mod http;
+pub mod origdst;
+pub mod pipe;
+pub mod prefixed;
+pub mod proxy_protocol;
+pub mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout_at;
+
+use crate::block::{self, BlockPage};
+use crate::config::{EchPolicy, Limits, ListenerConfig, TlsBlock, Transparent};
+use crate::decision::{Action, Decision, Policy, Reason};
+use crate::hostname::{self, Host};
+use crate::metrics::{Metrics, Proto, Sniffed};
+use crate::snapshot::TableHolder;
+use crate::sniff::{self, tls};
+use crate::top::TopBlocked;
+
+use self::prefixed::Prefixed;
+use self::upstream::Upstream;
+
+/// State shared by every connection.
+pub struct Shared {
+    pub table: Arc<TableHolder>,
+    pub policy: Policy,
+    pub page: BlockPage,
+    pub limits: Limits,
+    pub tls_block: TlsBlock,
+    pub ech: EchPolicy,
+    /// For `tls = "page"`.
+    pub tls_page: Option<tokio_rustls::TlsAcceptor>,
+    pub metrics: &'static Metrics,
+    pub top: TopBlocked,
+    pub log: crate::logging::BlockLog,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Per-listener settings.
+pub struct ListenerCtx {
+    pub label: String,
+    pub upstream: Option<SocketAddr>,
+    pub transparent: Transparent,
+    pub fwmark: Option<u32>,
+    pub proxy_protocol: bool,
+    /// Pooled HTTP client to this listener's upstreams (sockets get the fwmark).
+    pub client: http::Client,
+}
+
+impl std::fmt::Debug for ListenerCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerCtx").field("label", &self.label).finish()
+    }
+}
+
+impl ListenerCtx {
+    pub fn new(cfg: &ListenerConfig, limits: &Limits) -> Self {
+        ListenerCtx {
+            label: cfg.label(),
+            upstream: cfg.upstream,
+            transparent: cfg.transparent,
+            fwmark: cfg.upstream_fwmark,
+            proxy_protocol: cfg.proxy_protocol,
+            client: http::client(
+                cfg.upstream_fwmark,
+                Duration::from_millis(limits.upstream_connect_timeout_ms),
+            ),
+        }
+    }
+}
+
+/// What we know about one client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// Destination IP for R2/R7.
+    pub dst: IpAddr,
+    /// Where allowed traffic goes.
+    pub upstream: Upstream,
+    pub listener: Arc<ListenerCtx>,
+}
+
+/// Why a connection ended before a decision.
+#[derive(Debug)]
+enum Early {
+    /// Partial ClientHello / head / PROXY header stalled or was cut.
+    Incomplete,
+    Invalid(#[allow(dead_code)] &'static str),
+    Io,
+}
+
+fn now_unix() -> i64 {
+    crate::decision::now_unix()
+}
+
+/// Record a decision: metrics, latency, top-blocked, rate-limited log.
+pub fn record(shared: &Shared, proto: Proto, d: &Decision<'_>, host: &str, info: &ConnInfo, started: Instant) {
+    shared.metrics.decision(proto, d.action, d.reason);
+    shared
+        .metrics
+        .decision_duration
+        .observe(started.elapsed().as_secs_f64());
+    if d.action == Action::Block {
+        shared.top.hit(host);
+        shared.log.block(proto, host, d.reason, info.peer, info.dst);
+    }
+}
+
+/// Handle one accepted connection to the end.
+pub async fn handle(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let (upstream, dst) = match (lctx.upstream, lctx.transparent) {
+        (Some(up), _) => (Upstream::new(up, lctx.fwmark), local.ip()),
+        (None, Transparent::Tproxy) => (Upstream::new(local, lctx.fwmark), local.ip()),
+        (None, Transparent::Redirect) => match origdst::original_dst(&stream, local.is_ipv6()) {
+            Ok(orig) => (Upstream::new(orig, lctx.fwmark), orig.ip()),
+            Err(e) => {
+                tracing::warn!(listener = %lctx.label, %peer, error = %e, "no original destination (is the nftables REDIRECT in place?); closing");
+                return;
+            }
+        },
+    };
+    let mut info = ConnInfo {
+        peer,
+        dst,
+        upstream,
+        listener: lctx.clone(),
+    };
+    let mut stream = stream;
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let limits = &shared.limits;
+    let header_deadline = tokio::time::Instant::now() + Duration::from_millis(limits.header_timeout_ms);
+
+    if lctx.proxy_protocol {
+        match read_proxy_header(&mut stream, &mut buf, header_deadline).await {
+            Ok(Some((src, orig))) => {
+                info.peer = src;
+                info.dst = orig.ip();
+                if lctx.upstream.is_none() {
+                    info.upstream = Upstream::new(orig, lctx.fwmark);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                count_early(&shared, &e);
+                return;
+            }
+        }
+    }
+
+    // R2: destinations outside the mainland ranges pass untouched, unsniffed.
+    if !shared.policy.enforced(Some(info.dst)) {
+        let started = Instant::now();
+        let d = shared.policy.decide_no_name(Some(info.dst));
+        record(&shared, Proto::Other, &d, "", &info, started);
+        passthrough(&shared, &info, stream, buf).await;
+        return;
+    }
+
+    // Nothing yet: wait briefly for the client to speak.
+    if buf.is_empty() {
+        let wait = tokio::time::Instant::now() + Duration::from_millis(limits.server_first_wait_ms);
+        match timeout_at(wait, stream.read_buf(&mut buf)).await {
+            Err(_) => {
+                // Server-first protocol (SMTP, MySQL, FTP): pass as `other`.
+                shared.metrics.sniffed(Sniffed::Nothing);
+                no_name(&shared, &info, stream, buf).await;
+                return;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+        }
+    }
+
+    loop {
+        match sniff::classify(&buf) {
+            sniff::Kind::Tls => return tls_conn(shared, info, stream, buf, header_deadline).await,
+            sniff::Kind::Http => {
+                return http_first(shared, info, stream, buf, header_deadline).await;
+            }
+            sniff::Kind::Other => {
+                shared.metrics.sniffed(Sniffed::Other);
+                no_name(&shared, &info, stream, buf).await;
+                return;
+            }
+            sniff::Kind::NeedMore => {
+                if let Err(e) = read_more(&mut stream, &mut buf, header_deadline, limits.max_sniff_bytes).await {
+                    count_early(&shared, &e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn count_early(shared: &Shared, e: &Early) {
+    match e {
+        Early::Incomplete => shared.metrics.sniffed(Sniffed::Incomplete),
+        Early::Invalid(_) => shared.metrics.sniffed(Sniffed::Invalid),
+        Early::Io => {}
+    }
+}
+
+/// Read more bytes before the deadline, within the size cap.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+    cap: usize,
+) -> Result<(), Early> {
+    if buf.len() >= cap {
+        return Err(Early::Invalid("first bytes exceed max_sniff_bytes"));
+    }
+    buf.reserve((cap - buf.len()).min(4096));
+    // Never read past the cap.
+    let room = cap - buf.len();
+    let mut limited = (&mut *stream).take(room as u64);
+    match timeout_at(deadline, limited.read_buf(buf)).await {
+        Err(_) => Err(Early::Incomplete),
+        Ok(Ok(0)) => Err(Early::Incomplete),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(Early::Io),
+    }
+}
+
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Result<Option<(SocketAddr, SocketAddr)>, Early> {
+    loop {
+        match proxy_protocol::parse(buf) {
+            proxy_protocol::ProxyParse::Found(h) => {
+                buf.drain(..h.len);
+                return Ok(h.addrs);
+            }
+            proxy_protocol::ProxyParse::Invalid(why) => return Err(Early::Invalid(why)),
+            proxy_protocol::ProxyParse::NeedMore => {
+                read_more(stream, buf, deadline, proxy_protocol::MAX_HEADER).await?;
+            }
+        }
+    }
+}
+
+/// No domain in sight (other protocol, server-first): R3.
+async fn no_name(shared: &Shared, info: &ConnInfo, stream: TcpStream, buf: Vec<u8>) {
+    let started = Instant::now();
+    let d = shared.policy.decide_no_name(Some(info.dst));
+    record(shared, Proto::Other, &d, "", info, started);
+    if d.action == Action::Block {
+        reset(stream);
+    } else {
+        passthrough(shared, info, stream, buf).await;
+    }
+}
+
+/// Close with a TCP RST (SO_LINGER 0), as the major providers do.
+pub fn reset(stream: TcpStream) {
+    // Zero linger makes close() send RST at once; it does not block.
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+/// Connect upstream, send what the client already sent, then copy.
+async fn passthrough(shared: &Shared, info: &ConnInfo, client: TcpStream, first: Vec<u8>) {
+    let limits = &shared.limits;
+    let mut up = match info
+        .upstream
+        .connect(Duration::from_millis(limits.upstream_connect_timeout_ms))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&[&info.listener.label])
+                .inc();
+            tracing::debug!(upstream = %info.upstream.addr, error = %e, "upstream connect failed");
+            reset(client);
+            return;
+        }
+    };
+    if !first.is_empty() && up.write_all(&first).await.is_err() {
+        return;
+    }
+    drop(first);
+    pipe::pipe(
+        client,
+        up,
+        limits.copy_buffer_bytes,
+        Duration::from_secs(limits.idle_timeout_secs),
+    )
+    .await;
+}
+
+/// Decide on a complete ClientHello's SNI.
+fn decide_tls<'s>(shared: &Shared, snap: &'s crate::snapshot::Snapshot, hello: &tls::Hello, dst: IpAddr) -> (Decision<'s>, String) {
+    let now = now_unix();
+    let policy = &shared.policy;
+    let blocked = |reason| Decision {
+        action: Action::Block,
+        reason,
+        matched: None,
+    };
+    if hello.ech && shared.ech == EchPolicy::Block && policy.enforced(Some(dst)) {
+        let name = hello.sni.and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default();
+        return (blocked(Reason::Ech), name);
+    }
+    match hello.sni {
+        None => (policy.decide_no_name(Some(dst)), String::new()),
+        Some(sni) => match sni.as_str() {
+            None => (blocked(Reason::Unfiled), String::from_utf8_lossy(sni.as_bytes()).into_owned()),
+            Some(name) => {
+                let d = match hostname::canonicalize_bare(name) {
+                    Ok(host) => policy.decide_host(snap, &host, Some(dst), now),
+                    // R8: not a hostname → never allowed.
+                    Err(_) => blocked(Reason::Unfiled),
+                };
+                (d, name.to_owned())
+            }
+        },
+    }
+}
+
+async fn tls_conn(
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    mut stream: TcpStream,
+    mut buf: Vec<u8>,
+    deadline: tokio::time::Instant,
+) {
+    let cap = shared.limits.max_sniff_bytes.min(tls::MAX_HELLO + 5 * 64);
+    let hello = loop {
+        match tls::parse(&buf) {
+            tls::Parse::Found(h) => break h,
+            tls::Parse::Invalid(why) => {
+                shared.metrics.sniffed(Sniffed::Invalid);
+                if why.starts_with("two server_name") {
+                    // R10: refuse, never pick one.
+                    let started = Instant::now();
+                    let d = Decision {
+                        action: Action::Block,
+                        reason: Reason::AmbiguousHost,
+                        matched: None,
+                    };
+                    record(&shared, Proto::Tls, &d, "", &info, started);
+                    tls_block(&shared, stream, buf, "", &d).await;
+                } else {
+                    tracing::debug!(peer = %info.peer, why, "invalid ClientHello");
+                    reset(stream);
+                }
+                return;
+            }
+            tls::Parse::NeedMore => {
+                if let Err(e) = read_more(&mut stream, &mut buf, deadline, cap).await {
+                    count_early(&shared, &e);
+                    return;
+                }
+            }
+        }
+    };
+    shared.metrics.sniffed(Sniffed::Tls);
+    let started = Instant::now();
+    let snap = shared.table.load_full();
+    let (d, name) = decide_tls(&shared, &snap, &hello, info.dst);
+    record(&shared, Proto::Tls, &d, &name, &info, started);
+    if d.action == Action::Block {
+        let owned = OwnedBlock::from(&d);
+        drop(snap);
+        tls_block_owned(&shared, stream, buf, &name, owned).await;
+    } else {
+        drop(snap);
+        passthrough(&shared, &info, stream, buf).await;
+    }
+}
+
+/// The parts of a blocking decision the page needs, detached from the
+/// snapshot (so no snapshot is held across an `.await`).
+#[derive(Debug, Clone)]
+pub struct OwnedBlock {
+    pub reason: Reason,
+    pub icp: Option<String>,
+}
+
+impl From<&Decision<'_>> for OwnedBlock {
+    fn from(d: &Decision<'_>) -> Self {
+        OwnedBlock {
+            reason: d.reason,
+            icp: d.matched.map(|r| r.icp().to_owned()).filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+async fn tls_block(shared: &Shared, stream: TcpStream, buf: Vec<u8>, name: &str, d: &Decision<'_>) {
+    tls_block_owned(shared, stream, buf, name, OwnedBlock::from(d)).await
+}
+
+async fn tls_block_owned(
+    shared: &Shared,
+    mut stream: TcpStream,
+    buf: Vec<u8>,
+    name: &str,
+    block: OwnedBlock,
+) {
+    match (shared.tls_block, &shared.tls_page) {
+        (TlsBlock::Reset, _) => reset(stream),
+        (TlsBlock::Alert, _) => {
+            let _ = stream.write_all(&block::TLS_ALERT_UNRECOGNIZED_NAME).await;
+            let _ = stream.shutdown().await;
+        }
+        (TlsBlock::Page, Some(acceptor)) => {
+            let io = Prefixed::new(buf, stream);
+            let deadline = Duration::from_millis(shared.limits.header_timeout_ms);
+            let tls = match tokio::time::timeout(deadline, acceptor.accept(io)).await {
+                Ok(Ok(s)) => s,
+                _ => return,
+            };
+            http::serve_block_only(shared, tls, name, block).await;
+        }
+        (TlsBlock::Page, None) => reset(stream),
+    }
+}
+
+async fn http_first(
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    mut stream: TcpStream,
+    mut buf: Vec<u8>,
+    deadline: tokio::time::Instant,
+) {
+    // Read the first head completely (bounded, timed) so a stalled or
+    // malformed head is counted; hyper then re-parses the same bytes and
+    // decides every request, this first one included.
+    loop {
+        match sniff::http::parse(&buf) {
+            sniff::http::Parse::Found(_) => break,
+            sniff::http::Parse::Invalid(why) => {
+                shared.metrics.sniffed(Sniffed::Invalid);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                tracing::debug!(peer = %info.peer, why, "invalid request head");
+                return;
+            }
+            sniff::http::Parse::NeedMore => {
+                if let Err(e) = read_more(&mut stream, &mut buf, deadline, shared.limits.max_sniff_bytes).await {
+                    count_early(&shared, &e);
+                    return;
+                }
+            }
+        }
+    }
+    shared.metrics.sniffed(Sniffed::Http);
+    http::serve(shared, info, Prefixed::new(buf, stream)).await;
+}
+
+/// The host a blocked request or connection is reported under.
+pub fn registrable_of(host: &Host<'_>) -> String {
+    match host {
+        Host::Name(n) => hostname::registrable_domain(n).unwrap_or(n).to_owned(),
+        Host::Ip(ip) => ip.to_string(),
+    }
+}

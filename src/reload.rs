@@ -1,0 +1,266 @@
+//! Table sources and hot reload with guard rails (SPEC §4): a file
+//! (re-read when replaced or modified, debounced), an HTTP URL (polled with
+//! `If-None-Match`), SIGHUP and `POST /v1/reload`. The new snapshot is built
+//! on a blocking thread and swapped in one atomic step; a rejected table
+//! never replaces the running one.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::TableConfig;
+use crate::metrics::{reload_result, Metrics};
+use crate::snapshot::{Snapshot, TableHolder};
+use crate::table::{self, RowError, TableError};
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    pub result: &'static str,
+    pub version: String,
+    pub entries: usize,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RowError>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last_error: Option<ReloadReport>,
+    etag: Option<String>,
+    file_sig: Option<(SystemTime, u64, u64)>,
+}
+
+pub struct Reloader {
+    cfg: TableConfig,
+    pub holder: Arc<TableHolder>,
+    state: Mutex<State>,
+    serial: tokio::sync::Mutex<()>,
+}
+
+fn file_sig(path: &PathBuf) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// Load the first table; the proxy does not start without one.
+pub async fn initial(cfg: &TableConfig) -> Result<(Snapshot, Option<String>), String> {
+    match (&cfg.path, &cfg.url) {
+        (Some(path), _) => {
+            let path = path.clone();
+            let opts = cfg.load_options();
+            let loaded = tokio::task::spawn_blocking(move || table::load_path(&path, &opts))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            Ok((loaded.snapshot, None))
+        }
+        (None, Some(url)) => match crate::fetch::get(url, None, cfg.load_options().max_bytes).await? {
+            crate::fetch::Fetched::Body { bytes, etag } => {
+                let opts = cfg.load_options();
+                let url = url.clone();
+                let loaded = tokio::task::spawn_blocking(move || table::load_bytes(&bytes, &url, &opts))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                Ok((loaded.snapshot, etag))
+            }
+            crate::fetch::Fetched::NotModified => Err("unexpected 304 on first fetch".into()),
+        },
+        (None, None) => Err("[table]: no path or url".into()),
+    }
+}
+
+impl Reloader {
+    pub fn new(cfg: TableConfig, holder: Arc<TableHolder>, etag: Option<String>) -> Self {
+        let sig = cfg.path.as_ref().and_then(file_sig);
+        Reloader {
+            cfg,
+            holder,
+            state: Mutex::new(State {
+                etag,
+                file_sig: sig,
+                ..State::default()
+            }),
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The last failed reload, if the most recent attempt failed.
+    pub fn last_error(&self) -> Option<ReloadReport> {
+        self.state.lock().ok().and_then(|s| s.last_error.clone())
+    }
+
+    fn finish(&self, r: Result<ReloadReport, ReloadReport>) -> Result<ReloadReport, ReloadReport> {
+        let m = Metrics::get();
+        let result = match &r {
+            Ok(rep) | Err(rep) => rep.result,
+        };
+        m.table_reloads.with_label_values(&[result]).inc();
+        m.table_reload_failing.set(i64::from(r.is_err()));
+        if let Ok(mut st) = self.state.lock() {
+            st.last_error = r.as_ref().err().cloned();
+        }
+        match &r {
+            Ok(rep) if rep.result == reload_result::SUCCESS => {
+                tracing::info!(version = %rep.version, entries = rep.entries, "table swapped in")
+            }
+            Ok(_) => tracing::debug!("table unchanged"),
+            Err(rep) => tracing::error!(result = rep.result, message = %rep.message, errors = ?rep.errors, "table reload rejected; the running table stays"),
+        }
+        r
+    }
+
+    fn report(&self, result: &'static str, message: String, errors: Vec<RowError>) -> ReloadReport {
+        let cur = self.holder.load();
+        ReloadReport {
+            result,
+            version: cur.meta.version.clone(),
+            entries: cur.len(),
+            message,
+            errors,
+        }
+    }
+
+    /// Reload now. `force` skips the shrink guard.
+    pub async fn reload(&self, force: bool) -> Result<ReloadReport, ReloadReport> {
+        let _serial = self.serial.lock().await;
+        let r = self.reload_inner(force).await;
+        self.finish(r)
+    }
+
+    async fn reload_inner(&self, force: bool) -> Result<ReloadReport, ReloadReport> {
+        let opts = self.cfg.load_options();
+        let (loaded, etag) = match (&self.cfg.path, &self.cfg.url) {
+            (Some(path), _) => {
+                let p = path.clone();
+                let sig = file_sig(&p);
+                let res = tokio::task::spawn_blocking(move || table::load_path(&p, &opts)).await;
+                if let Ok(mut st) = self.state.lock() {
+                    st.file_sig = sig;
+                }
+                (res, None)
+            }
+            (None, Some(url)) => {
+                let etag = self.state.lock().ok().and_then(|s| s.etag.clone());
+                match crate::fetch::get(url, etag.as_deref(), opts.max_bytes).await {
+                    Ok(crate::fetch::Fetched::NotModified) => {
+                        return Ok(self.report(reload_result::UNCHANGED, "304 Not Modified".into(), vec![]))
+                    }
+                    Ok(crate::fetch::Fetched::Body { bytes, etag }) => {
+                        let url = url.clone();
+                        let res = tokio::task::spawn_blocking(move || table::load_bytes(&bytes, &url, &opts)).await;
+                        (res, etag)
+                    }
+                    Err(e) => return Err(self.report(reload_result::ERROR, e, vec![])),
+                }
+            }
+            (None, None) => return Err(self.report(reload_result::ERROR, "no table source".into(), vec![])),
+        };
+        let loaded = match loaded {
+            Err(e) => return Err(self.report(reload_result::ERROR, e.to_string(), vec![])),
+            Ok(Err(TableError::Rejected { invalid, allowance, errors })) => {
+                return Err(self.report(
+                    reload_result::REJECTED,
+                    format!("{invalid} invalid row(s), allowance {allowance}"),
+                    errors,
+                ))
+            }
+            Ok(Err(e @ TableError::Io(_))) => return Err(self.report(reload_result::ERROR, e.to_string(), vec![])),
+            Ok(Err(e)) => return Err(self.report(reload_result::REJECTED, e.to_string(), vec![])),
+            Ok(Ok(l)) => l,
+        };
+        let new = loaded.snapshot;
+        let cur = self.holder.load_full();
+        if new.meta.version == cur.meta.version {
+            if let Ok(mut st) = self.state.lock() {
+                st.etag = etag;
+            }
+            return Ok(self.report(reload_result::UNCHANGED, "same version".into(), vec![]));
+        }
+        if !(force || self.cfg.force) {
+            if let Some(msg) = table::shrink_violation(cur.len(), new.len(), self.cfg.max_shrink) {
+                return Err(self.report(reload_result::REJECTED, msg, vec![]));
+            }
+        }
+        drop(cur);
+        let entries = new.len();
+        let version = new.meta.version.clone();
+        publish_metrics(&new);
+        let old = self.holder.swap(Arc::new(new));
+        if let Ok(mut st) = self.state.lock() {
+            st.etag = etag;
+        }
+        retire(old);
+        Ok(ReloadReport {
+            result: reload_result::SUCCESS,
+            version,
+            entries,
+            message: format!("loaded {entries} entries ({} invalid rows skipped)", loaded.invalid),
+            errors: loaded.errors,
+        })
+    }
+
+    /// Has the file changed since we last loaded it? (debounced by the caller)
+    fn file_changed(&self) -> Option<(SystemTime, u64, u64)> {
+        let path = self.cfg.path.as_ref()?;
+        let now = file_sig(path)?;
+        let last = self.state.lock().ok()?.file_sig;
+        (Some(now) != last).then_some(now)
+    }
+
+    /// Watch the source: poll the file's signature (debounced: it must be
+    /// stable for one interval) or the URL on its interval.
+    pub async fn watch(self: Arc<Self>) {
+        if self.cfg.path.is_some() {
+            let every = Duration::from_millis(self.cfg.watch_interval_ms.max(50));
+            let mut pending: Option<(SystemTime, u64, u64)> = None;
+            loop {
+                tokio::time::sleep(every).await;
+                match (self.file_changed(), pending) {
+                    (Some(sig), Some(p)) if sig == p => {
+                        pending = None;
+                        let _ = self.reload(false).await;
+                    }
+                    (Some(sig), _) => pending = Some(sig),
+                    (None, _) => pending = None,
+                }
+            }
+        } else {
+            let every = Duration::from_secs(self.cfg.poll_interval_secs.max(1));
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = self.reload(false).await;
+            }
+        }
+    }
+}
+
+/// Gauges for the running table.
+pub fn publish_metrics(s: &Snapshot) {
+    let m = Metrics::get();
+    m.table_entries.set(s.len() as i64);
+    let at = s
+        .meta
+        .loaded_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    m.table_loaded.set(at);
+}
+
+/// Drop a replaced snapshot off the data path: wait (bounded) until the
+/// lookups in flight have released it, then free it on a blocking thread.
+fn retire(old: Arc<Snapshot>) {
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..600 {
+            if Arc::strong_count(&old) == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(old);
+    });
+}

@@ -1,0 +1,99 @@
+//! The most blocked hosts since start, for `GET /v1/top-blocked` (never as
+//! Prometheus labels). Bounded: at most `capacity` hosts are tracked; when
+//! full, the least-hit half is evicted (a space-saving approximation that
+//! keeps heavy hitters).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+
+pub struct TopBlocked {
+    counts: DashMap<Box<str>, AtomicU64>,
+    capacity: usize,
+}
+
+impl TopBlocked {
+    pub fn new(capacity: usize) -> Self {
+        TopBlocked {
+            counts: DashMap::new(),
+            capacity: capacity.max(2),
+        }
+    }
+
+    pub fn hit(&self, host: &str) {
+        if host.is_empty() || host.len() > 253 {
+            return;
+        }
+        if let Some(c) = self.counts.get(host) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.counts.len() >= self.capacity {
+            self.evict();
+        }
+        self.counts
+            .entry(host.into())
+            .or_insert_with(|| AtomicU64::new(0))
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn evict(&self) {
+        let mut all: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|e| e.value().load(Ordering::Relaxed))
+            .collect();
+        if all.len() < self.capacity {
+            return;
+        }
+        let mid = all.len() / 2;
+        let (_, median, _) = all.select_nth_unstable(mid);
+        let cut = *median;
+        let mut removed = 0;
+        self.counts.retain(|_, v| {
+            let keep = v.load(Ordering::Relaxed) > cut || removed >= mid;
+            if !keep {
+                removed += 1;
+            }
+            keep
+        });
+    }
+
+    /// The `limit` most blocked hosts, most first.
+    pub fn top(&self, limit: usize) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .counts
+            .iter()
+            .map(|e| (e.key().to_string(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(limit);
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_and_keeps_heavy_hitters() {
+        let t = TopBlocked::new(100);
+        for _ in 0..50 {
+            t.hit("heavy.cn");
+        }
+        for i in 0..10_000 {
+            t.hit(&format!("h{i}.cn"));
+        }
+        assert!(t.len() <= 100);
+        assert_eq!(t.top(1), vec![("heavy.cn".to_string(), 50)]);
+    }
+}

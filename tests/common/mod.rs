@@ -1,0 +1,354 @@
+//! Test harness: the real `icpgate` binary on loopback, real upstreams.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const TABLE: &str = "\
+domain,icp,filing,access,access_expires,ips
+example.com.cn,京ICP备09051301号-1,filed,active,,
+www.beta.example.com.cn,京ICP备09051301号-2,first_pending,active,,
+shop.example.net,浙B2-20040180-2,filed,active,,
+example.net,浙B2-20040180-1,filed,none,,
+xn--fsqu00a.xn--fiqs8s,粤ICP备12345678号-3,filed,active,,
+old-portal.com,京ICP备10001234号-1,revoked,cancelled,,
+";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Proxy {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Start `icpgate run` with one listener to `upstream`. `extra` is
+    /// appended to the config (sections not otherwise written).
+    pub fn start(upstream: SocketAddr, mainland: &str, extra: &str) -> Proxy {
+        Self::start_with_table(upstream, mainland, extra, TABLE)
+    }
+
+    pub fn start_with_table(upstream: SocketAddr, mainland: &str, extra: &str, table: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let table_path = dir.path().join("table.csv");
+        std::fs::write(&table_path, table).unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let cfg = format!(
+            r#"
+[[listener]]
+name = "test"
+addr = "127.0.0.1:{port}"
+upstream = "{upstream}"
+
+[regions]
+mainland = [{mainland}]
+
+[table]
+path = "{table}"
+watch_interval_ms = 100
+
+[admin]
+addr = "127.0.0.1:{admin_port}"
+
+{extra}
+"#,
+            table = table_path.display()
+        );
+        let cfg_path = dir.path().join("icpgate.toml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_icpgate"))
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Proxy {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            dir,
+        };
+        p.wait_ready();
+        p
+    }
+
+    pub fn table_path(&self) -> PathBuf {
+        self.dir.path().join("table.csv")
+    }
+
+    fn wait_ready(&self) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if TcpStream::connect(self.addr).is_ok() && TcpStream::connect(self.admin).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("icpgate did not start");
+    }
+
+    /// GET on the admin API; returns (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_raw(self.admin, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"))
+    }
+
+    pub fn admin_post(&self, path: &str) -> (u16, String) {
+        http_raw(
+            self.admin,
+            &format!("POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        )
+    }
+
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let (_, body) = self.admin_get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request on a fresh connection, read to EOF: (status, whole response).
+pub fn http_raw(addr: SocketAddr, req: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let resp = read_to_end(&mut s);
+    (status_of(&resp), resp)
+}
+
+pub fn read_to_end(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn status_of(resp: &str) -> u16 {
+    resp.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+pub fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    let head = resp.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A raw TCP upstream that records everything each connection sends (until
+/// the client half-closes or 2 s of silence), optionally writing a banner
+/// first, and echoes nothing.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    pub rx: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Recorder {
+    pub fn start(banner: Option<&'static [u8]>) -> Recorder {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    if let Some(b) = banner {
+                        let _ = s.write_all(b);
+                    }
+                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                got.extend_from_slice(&buf[..n]);
+                                if banner.is_some() {
+                                    // echo for server-first tests
+                                    let _ = s.write_all(&buf[..n]);
+                                }
+                            }
+                        }
+                    }
+                    let _ = tx.send(got);
+                });
+            }
+        });
+        Recorder { addr, rx }
+    }
+
+    /// The next non-empty recording (the harness's readiness probes open
+    /// empty connections).
+    pub fn next(&self) -> Option<Vec<u8>> {
+        loop {
+            let got = self.rx.recv_timeout(Duration::from_secs(10)).ok()?;
+            if !got.is_empty() {
+                return Some(got);
+            }
+        }
+    }
+
+    /// Nothing non-empty arrives within `d`.
+    pub fn quiet(&self, d: Duration) -> bool {
+        let end = std::time::Instant::now() + d;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(v) if v.is_empty() => continue,
+                Ok(_) => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/clienthello")
+        .join(name);
+    std::fs::read(p).unwrap()
+}
+
+/// Re-frame a single-record ClientHello into records of at most `chunk`
+/// handshake bytes each.
+pub fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
+    assert_eq!(hello[0], 22);
+    let body = &hello[5..];
+    let mut out = Vec::new();
+    for part in body.chunks(chunk) {
+        out.extend_from_slice(&[22, hello[1], hello[2]]);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// A minimal ClientHello with these server names (TLS 1.2 shape).
+pub fn client_hello(names: &[&str]) -> Vec<u8> {
+    let mut exts = Vec::new();
+    if !names.is_empty() {
+        let mut list = Vec::new();
+        for n in names {
+            list.push(0);
+            list.extend((n.len() as u16).to_be_bytes());
+            list.extend(n.as_bytes());
+        }
+        exts.extend([0, 0]);
+        exts.extend(((list.len() + 2) as u16).to_be_bytes());
+        exts.extend((list.len() as u16).to_be_bytes());
+        exts.extend(list);
+    }
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.push(0);
+    body.extend([0, 2, 0x13, 0x01]);
+    body.extend([1, 0]);
+    body.extend((exts.len() as u16).to_be_bytes());
+    body.extend(exts);
+    let mut hs = vec![1];
+    hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend(body);
+    let mut rec = vec![22, 3, 1];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
+/// Did the proxy reset / close the connection without forwarding?
+/// Returns true if a read gets EOF or a reset within the timeout.
+pub fn closed_by_peer(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0) | Err(_))
+}
+
+/// A real HTTP/1.1 upstream (hyper): answers `host=<Host> path=<path>
+/// len=<body bytes> sha256=<hex>`; `Upgrade` requests get 101 and then an
+/// echo of every byte (a stand-in for a WebSocket tunnel).
+pub fn http_upstream() -> SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use sha2::Digest;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else { continue };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                        if req.headers().contains_key(hyper::header::UPGRADE) {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                if let Ok(up) = on.await {
+                                    let mut io = TokioIo::new(up);
+                                    let mut buf = [0u8; 4096];
+                                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                                    while let Ok(n) = io.read(&mut buf).await {
+                                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                }
+                            });
+                            let mut r = Response::new(Full::new(Bytes::new()));
+                            *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                            r.headers_mut().insert(hyper::header::UPGRADE, "websocket".parse().unwrap());
+                            r.headers_mut().insert(hyper::header::CONNECTION, "upgrade".parse().unwrap());
+                            return Ok::<_, hyper::Error>(r);
+                        }
+                        let host = req
+                            .headers()
+                            .get(hyper::header::HOST)
+                            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+                            .unwrap_or_else(|| "-".into());
+                        let path = req.uri().path().to_owned();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let hex: String = sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+                        Ok(Response::new(Full::new(Bytes::from(format!(
+                            "host={host} path={path} len={} sha256={hex}\n",
+                            body.len()
+                        )))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client as LegacyClient;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -146,11 +146,10 @@ where
 
 async fn handle(shared: &Shared, info: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    // Framing: a request with both Transfer-Encoding and Content-Length is a
-    // smuggling vector (RFC 9112 §6.1); refuse it rather than guess.
-    if req.headers().contains_key(TRANSFER_ENCODING) && req.headers().contains_key(CONTENT_LENGTH) {
-        return simple(StatusCode::BAD_REQUEST, None);
-    }
+    // Framing: hyper parsed the request; with both Transfer-Encoding and
+    // Content-Length it has already dropped Content-Length (RFC 9112 §6.3),
+    // so the framing we decide on is the framing the upstream receives
+    // (tests/proxy_http.rs: conflicting_framing_cannot_smuggle).
     let http10 = req.version() == Version::HTTP_10;
     let authority = req.uri().authority().map(|a| a.as_str());
     if let Some(scheme) = req.uri().scheme_str() {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Decision cost (canonicalize + apex walk + rules) on 1M and 10M-row
 //! synthetic tables, 50% hits / 50% misses over 200k distinct names; and the
 //! snapshot build from CSV. Figures go in BENCHMARKS.md.
@@ -31,11 +32,16 @@ fn decide(c: &mut Criterion) {
     for rows in sizes() {
         let mut csv = Vec::new();
         synth::write_table(rows, 1, &mut csv).unwrap();
-        let snap = table::load_bytes(&csv, "synthetic", &Default::default()).unwrap().snapshot;
+        let snap = table::load_bytes(&csv, "synthetic", &Default::default())
+            .unwrap()
+            .snapshot;
         drop(csv);
         let queries = synth::queries(rows, 200_000, 7);
         let hits = queries.iter().filter(|q| snap.lookup(q).is_some()).count();
-        eprintln!("{rows} rows: {} queries, {hits} covered by a row", queries.len());
+        eprintln!(
+            "{rows} rows: {} queries, {hits} covered by a row",
+            queries.len()
+        );
         let mut i = 0usize;
         g.bench_with_input(BenchmarkId::from_parameter(rows), &rows, |b, _| {
             b.iter(|| {
@@ -56,7 +62,9 @@ fn canonicalize(c: &mut Criterion) {
         ("uppercase", "WWW.Example.COM.CN"),
         ("idn", "www.例子。中国"),
     ] {
-        g.bench_function(name, |b| b.iter(|| black_box(hostname::canonicalize(black_box(host)).is_ok())));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(hostname::canonicalize(black_box(host)).is_ok()))
+        });
     }
     g.finish();
 }
@@ -69,7 +77,14 @@ fn build(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(rows));
     g.bench_function("1M_from_csv", |b| {
-        b.iter(|| black_box(table::load_bytes(&csv, "synthetic", &Default::default()).unwrap().snapshot.len()))
+        b.iter(|| {
+            black_box(
+                table::load_bytes(&csv, "synthetic", &Default::default())
+                    .unwrap()
+                    .snapshot
+                    .len(),
+            )
+        })
     });
     g.finish();
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Generate a synthetic filing table, or measure building one.
 //!
 //!   cargo run --release --example gen_table -- ROWS OUT.csv     # write a table
@@ -28,10 +29,13 @@ fn main() {
             let rows: u64 = rows.parse().expect("ROWS");
             let mut csv = Vec::new();
             icpgate::synth::write_table(rows, 1, &mut csv).unwrap();
-            let name_bytes: u64 = (0..rows).map(|i| icpgate::synth::domain(i).len() as u64).sum();
+            let name_bytes: u64 = (0..rows)
+                .map(|i| icpgate::synth::domain(i).len() as u64)
+                .sum();
             let before = rss_kib();
             let t = Instant::now();
-            let loaded = icpgate::table::load_bytes(&csv, "synthetic", &Default::default()).unwrap();
+            let loaded =
+                icpgate::table::load_bytes(&csv, "synthetic", &Default::default()).unwrap();
             let took = t.elapsed();
             let after = rss_kib();
             let csv_len = csv.len() as u64;
@@ -41,10 +45,17 @@ fn main() {
             // shows what stays: the snapshot.
             unsafe { libc_malloc_trim(0) };
             let trimmed = rss_kib();
-            println!("peak-ish rss during build: +{:.1} MB over the CSV", (after.saturating_sub(before)) as f64 / 1024.0);
+            println!(
+                "peak-ish rss during build: +{:.1} MB over the CSV",
+                (after.saturating_sub(before)) as f64 / 1024.0
+            );
             let rss = (trimmed * 1024 + csv_len).saturating_sub(before * 1024);
-            println!("rows {} build {:.2?} ({:.0} ns/row)",
-                snap.len(), took, took.as_nanos() as f64 / rows as f64);
+            println!(
+                "rows {} build {:.2?} ({:.0} ns/row)",
+                snap.len(),
+                took,
+                took.as_nanos() as f64 / rows as f64
+            );
             println!("rss_delta {:.1} MB = {:.1} B/row; heap_bytes {:.1} B/row; name bytes {:.1} B/row; beyond names {:.1} B/row (rss) {:.1} B/row (heap)",
                 rss as f64 / 1e6, rss as f64 / rows as f64,
                 snap.heap_bytes() as f64 / rows as f64,

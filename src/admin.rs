@@ -138,31 +138,50 @@ impl Admin {
                         .and_then(|v| v.strip_prefix("Bearer "))
                         == Some(tok.as_str());
                     if !ok {
-                        return json_reply(StatusCode::UNAUTHORIZED, json!({"error": "bearer token required"}));
+                        return json_reply(
+                            StatusCode::UNAUTHORIZED,
+                            json!({"error": "bearer token required"}),
+                        );
                     }
                 }
                 let force = matches!(query_param(&q, "force").as_deref(), Some("1" | "true"));
                 match self.reloader.reload(force).await {
                     Ok(r) => json_reply(StatusCode::OK, json!({"accepted": true, "report": r})),
-                    Err(r) => json_reply(StatusCode::CONFLICT, json!({"accepted": false, "report": r})),
+                    Err(r) => json_reply(
+                        StatusCode::CONFLICT,
+                        json!({"accepted": false, "report": r}),
+                    ),
                 }
             }
-            (_, "/metrics" | "/healthz" | "/readyz" | "/v1/decision" | "/v1/table" | "/v1/top-blocked" | "/v1/reload") => {
-                json_reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"}))
-            }
+            (
+                _,
+                "/metrics" | "/healthz" | "/readyz" | "/v1/decision" | "/v1/table"
+                | "/v1/top-blocked" | "/v1/reload",
+            ) => json_reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method not allowed"}),
+            ),
             _ => json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
     }
 
     fn decision(&self, q: &str) -> Resp {
         let Some(host) = query_param(q, "host") else {
-            return json_reply(StatusCode::BAD_REQUEST, json!({"error": "host= is required"}));
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "host= is required"}),
+            );
         };
         let dst = match query_param(q, "dst") {
             None => None,
             Some(d) => match d.parse::<IpAddr>() {
                 Ok(ip) => Some(ip),
-                Err(_) => return json_reply(StatusCode::BAD_REQUEST, json!({"error": "dst is not an IP address"})),
+                Err(_) => {
+                    return json_reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "dst is not an IP address"}),
+                    )
+                }
             },
         };
         let snap = self.shared.table.load_full();

@@ -276,7 +276,10 @@ mod tests {
             assert!(!html.contains("{{"), "{r}");
             assert!(!html.contains("<script>x.cn"));
             assert!(html.contains(r.as_str()));
-            if !matches!(r, Reason::Filed | Reason::Allowlisted | Reason::OutsideMainland) {
+            if !matches!(
+                r,
+                Reason::Filed | Reason::Allowlisted | Reason::OutsideMainland
+            ) {
                 assert!(page.texts.contains_key(r.as_str()), "no texts for {r}");
             }
         }

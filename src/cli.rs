@@ -27,11 +27,15 @@ pub enum CheckSource<'a> {
 pub fn load_for_check(source: CheckSource<'_>) -> Result<(Snapshot, Policy), String> {
     match source {
         CheckSource::Table(path) => {
-            let loaded = table::load_path(path, &LoadOptions::default()).map_err(|e| e.to_string())?;
-            Ok((loaded.snapshot, Policy {
-                mainland: decision::IpRanges::everything(),
-                ..Policy::default()
-            }))
+            let loaded =
+                table::load_path(path, &LoadOptions::default()).map_err(|e| e.to_string())?;
+            Ok((
+                loaded.snapshot,
+                Policy {
+                    mainland: decision::IpRanges::everything(),
+                    ..Policy::default()
+                },
+            ))
         }
         CheckSource::Config(path) => {
             let cfg = Config::load(path)?;

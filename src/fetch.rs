@@ -29,14 +29,16 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            }),
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        }),
     )
 }
 
@@ -47,9 +49,15 @@ async fn get_inner(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Fetc
         Some("https") => true,
         _ => return Err(format!("table url {url:?}: scheme must be http or https")),
     };
-    let host = uri.host().ok_or_else(|| format!("table url {url:?}: no host"))?.to_owned();
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("table url {url:?}: no host"))?
+        .to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
+    let authority = uri
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| host.clone());
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let tcp = TcpStream::connect((host.trim_matches(|c| c == '[' || c == ']'), port))
         .await
@@ -92,7 +100,10 @@ async fn get_inner(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Fetc
     }
 }
 
-async fn send<I>(io: I, req: Request<Empty<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, String>
+async fn send<I>(
+    io: I,
+    req: Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

@@ -135,9 +135,7 @@ enum Stripped<'a> {
 fn strip_port(input: &str) -> Result<Stripped<'_>, HostError> {
     if let Some(rest) = input.strip_prefix('[') {
         let close = rest.find(']').ok_or(HostError::BadIpLiteral)?;
-        let ip: Ipv6Addr = rest[..close]
-            .parse()
-            .map_err(|_| HostError::BadIpLiteral)?;
+        let ip: Ipv6Addr = rest[..close].parse().map_err(|_| HostError::BadIpLiteral)?;
         let after = &rest[close + 1..];
         if !after.is_empty() {
             check_port(after.strip_prefix(':').ok_or(HostError::BadPort)?)?;
@@ -364,12 +362,18 @@ mod tests {
         ] {
             assert!(canonicalize(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(canonicalize_bare("example.com:443"), Err(HostError::Invalid));
+        assert_eq!(
+            canonicalize_bare("example.com:443"),
+            Err(HostError::Invalid)
+        );
     }
 
     #[test]
     fn registrable() {
-        assert_eq!(registrable_domain("www.example.com.cn"), Some("example.com.cn"));
+        assert_eq!(
+            registrable_domain("www.example.com.cn"),
+            Some("example.com.cn")
+        );
         assert_eq!(registrable_domain("a.b.example.com"), Some("example.com"));
         assert_eq!(registrable_domain("example.com"), Some("example.com"));
         assert_eq!(registrable_domain("com.cn"), None);

@@ -18,10 +18,10 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod run;
 pub mod snapshot;
 pub mod sniff;
-pub mod table;
-pub mod top;
-pub mod run;
 #[doc(hidden)]
 pub mod synth;
+pub mod table;
+pub mod top;

@@ -30,7 +30,11 @@ impl BlockLog {
         let mut cur = self.window.load(Ordering::Relaxed);
         loop {
             let (sec, n) = (cur >> 32, cur & 0xffff_ffff);
-            let next = if sec == now { (now << 32) | (n + 1) } else { (now << 32) | 1 };
+            let next = if sec == now {
+                (now << 32) | (n + 1)
+            } else {
+                (now << 32) | 1
+            };
             if sec == now && n >= self.per_sec {
                 return false;
             }
@@ -61,6 +65,12 @@ pub fn init(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { b.json().try_init() } else { b.try_init() };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
 }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use icpgate::cli::{self, CheckSource};
 
 #[derive(Parser)]
-#[command(name = "icpgate", version, about = "ICP filing enforcement at the edge")]
+#[command(
+    name = "icpgate",
+    version,
+    about = "ICP filing enforcement at the edge"
+)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,

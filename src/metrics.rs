@@ -118,7 +118,10 @@ fn possible(a: Action, r: Reason) -> bool {
     match a {
         Action::Pass => r == Reason::OutsideMainland,
         Action::Allow => matches!(r, Reason::Filed | Reason::Allowlisted | Reason::IpAccess),
-        Action::Block => !matches!(r, Reason::Filed | Reason::Allowlisted | Reason::OutsideMainland),
+        Action::Block => !matches!(
+            r,
+            Reason::Filed | Reason::Allowlisted | Reason::OutsideMainland
+        ),
     }
 }
 
@@ -126,7 +129,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     use names::*;
     let registry = Registry::new();
     let decisions_vec = IntCounterVec::new(
-        Opts::new(DECISIONS_TOTAL, "Decisions by protocol, outcome and reason."),
+        Opts::new(
+            DECISIONS_TOTAL,
+            "Decisions by protocol, outcome and reason.",
+        ),
         &[LABEL_PROTOCOL, LABEL_DECISION, LABEL_REASON],
     )?;
     // Only the combinations the rules can produce become series; the
@@ -157,7 +163,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         TABLE_LOADED_TIMESTAMP_SECONDS,
         "Unix time the running table was loaded.",
     )?;
-    let table_age = IntGauge::new(TABLE_AGE_SECONDS, "Seconds since the running table was loaded.")?;
+    let table_age = IntGauge::new(
+        TABLE_AGE_SECONDS,
+        "Seconds since the running table was loaded.",
+    )?;
     let table_reloads = IntCounterVec::new(
         Opts::new(TABLE_RELOADS_TOTAL, "Table reload attempts by result."),
         &[LABEL_RESULT],
@@ -175,7 +184,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &[LABEL_LISTENER],
     )?;
     let connections_rejected = IntCounterVec::new(
-        Opts::new(CONNECTIONS_REJECTED_TOTAL, "Connections refused by the connection limit."),
+        Opts::new(
+            CONNECTIONS_REJECTED_TOTAL,
+            "Connections refused by the connection limit.",
+        ),
         &[LABEL_LISTENER],
     )?;
     let sniffed_vec = IntCounterVec::new(
@@ -187,14 +199,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
         .map(|s| sniffed_vec.with_label_values(&[s.as_str()]))
         .collect();
     let upstream_errors = IntCounterVec::new(
-        Opts::new(UPSTREAM_CONNECT_ERRORS_TOTAL, "Failed upstream connections."),
+        Opts::new(
+            UPSTREAM_CONNECT_ERRORS_TOTAL,
+            "Failed upstream connections.",
+        ),
         &[LABEL_LISTENER],
     )?;
     let block_logs_suppressed = IntCounter::new(
         BLOCK_LOGS_SUPPRESSED_TOTAL,
         "Block log lines dropped by the rate limit.",
     )?;
-    let build_info = IntGaugeVec::new(Opts::new(BUILD_INFO, "Build information."), &[LABEL_VERSION])?;
+    let build_info = IntGaugeVec::new(
+        Opts::new(BUILD_INFO, "Build information."),
+        &[LABEL_VERSION],
+    )?;
     build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);

@@ -58,18 +58,21 @@ pub async fn initial(cfg: &TableConfig) -> Result<(Snapshot, Option<String>), St
                 .map_err(|e| e.to_string())?;
             Ok((loaded.snapshot, None))
         }
-        (None, Some(url)) => match crate::fetch::get(url, None, cfg.load_options().max_bytes).await? {
-            crate::fetch::Fetched::Body { bytes, etag } => {
-                let opts = cfg.load_options();
-                let url = url.clone();
-                let loaded = tokio::task::spawn_blocking(move || table::load_bytes(&bytes, &url, &opts))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                Ok((loaded.snapshot, etag))
+        (None, Some(url)) => {
+            match crate::fetch::get(url, None, cfg.load_options().max_bytes).await? {
+                crate::fetch::Fetched::Body { bytes, etag } => {
+                    let opts = cfg.load_options();
+                    let url = url.clone();
+                    let loaded =
+                        tokio::task::spawn_blocking(move || table::load_bytes(&bytes, &url, &opts))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?;
+                    Ok((loaded.snapshot, etag))
+                }
+                crate::fetch::Fetched::NotModified => Err("unexpected 304 on first fetch".into()),
             }
-            crate::fetch::Fetched::NotModified => Err("unexpected 304 on first fetch".into()),
-        },
+        }
         (None, None) => Err("[table]: no path or url".into()),
     }
 }
@@ -109,7 +112,9 @@ impl Reloader {
                 tracing::info!(version = %rep.version, entries = rep.entries, "table swapped in")
             }
             Ok(_) => tracing::debug!("table unchanged"),
-            Err(rep) => tracing::error!(result = rep.result, message = %rep.message, errors = ?rep.errors, "table reload rejected; the running table stays"),
+            Err(rep) => {
+                tracing::error!(result = rep.result, message = %rep.message, errors = ?rep.errors, "table reload rejected; the running table stays")
+            }
         }
         r
     }
@@ -148,28 +153,43 @@ impl Reloader {
                 let etag = self.state.lock().ok().and_then(|s| s.etag.clone());
                 match crate::fetch::get(url, etag.as_deref(), opts.max_bytes).await {
                     Ok(crate::fetch::Fetched::NotModified) => {
-                        return Ok(self.report(reload_result::UNCHANGED, "304 Not Modified".into(), vec![]))
+                        return Ok(self.report(
+                            reload_result::UNCHANGED,
+                            "304 Not Modified".into(),
+                            vec![],
+                        ))
                     }
                     Ok(crate::fetch::Fetched::Body { bytes, etag }) => {
                         let url = url.clone();
-                        let res = tokio::task::spawn_blocking(move || table::load_bytes(&bytes, &url, &opts)).await;
+                        let res = tokio::task::spawn_blocking(move || {
+                            table::load_bytes(&bytes, &url, &opts)
+                        })
+                        .await;
                         (res, etag)
                     }
                     Err(e) => return Err(self.report(reload_result::ERROR, e, vec![])),
                 }
             }
-            (None, None) => return Err(self.report(reload_result::ERROR, "no table source".into(), vec![])),
+            (None, None) => {
+                return Err(self.report(reload_result::ERROR, "no table source".into(), vec![]))
+            }
         };
         let loaded = match loaded {
             Err(e) => return Err(self.report(reload_result::ERROR, e.to_string(), vec![])),
-            Ok(Err(TableError::Rejected { invalid, allowance, errors })) => {
+            Ok(Err(TableError::Rejected {
+                invalid,
+                allowance,
+                errors,
+            })) => {
                 return Err(self.report(
                     reload_result::REJECTED,
                     format!("{invalid} invalid row(s), allowance {allowance}"),
                     errors,
                 ))
             }
-            Ok(Err(e @ TableError::Io(_))) => return Err(self.report(reload_result::ERROR, e.to_string(), vec![])),
+            Ok(Err(e @ TableError::Io(_))) => {
+                return Err(self.report(reload_result::ERROR, e.to_string(), vec![]))
+            }
             Ok(Err(e)) => return Err(self.report(reload_result::REJECTED, e.to_string(), vec![])),
             Ok(Ok(l)) => l,
         };
@@ -199,7 +219,10 @@ impl Reloader {
             result: reload_result::SUCCESS,
             version,
             entries,
-            message: format!("loaded {entries} entries ({} invalid rows skipped)", loaded.invalid),
+            message: format!(
+                "loaded {entries} entries ({} invalid rows skipped)",
+                loaded.invalid
+            ),
             errors: loaded.errors,
         })
     }

@@ -29,7 +29,10 @@ pub fn main(config: &Path) -> i32 {
         }
     };
     logging::init(&cfg.log.level, cfg.log.format == "json");
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("icpgate run: cannot start the runtime: {e}");
@@ -90,21 +93,25 @@ fn tls_page_acceptor(cfg: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, 
     let server = match (&cfg.block.cert, &cfg.block.key) {
         (Some(cert), Some(key)) => {
             let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
-                std::fs::File::open(cert).map_err(|e| format!("[block] cert {}: {e}", cert.display()))?,
+                std::fs::File::open(cert)
+                    .map_err(|e| format!("[block] cert {}: {e}", cert.display()))?,
             ))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("[block] cert {}: {e}", cert.display()))?;
             let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-                std::fs::File::open(key).map_err(|e| format!("[block] key {}: {e}", key.display()))?,
+                std::fs::File::open(key)
+                    .map_err(|e| format!("[block] key {}: {e}", key.display()))?,
             ))
             .map_err(|e| format!("[block] key {}: {e}", key.display()))?
             .ok_or_else(|| format!("[block] key {}: no private key found", key.display()))?;
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .map_err(|e| format!("[block] cert/key: {e}"))?
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("[block] cert/key: {e}"))?
         }
         _ => {
             tracing::warn!("[block] tls = \"page\" without cert/key: using a generated self-signed certificate");
@@ -214,11 +221,20 @@ async fn serve(cfg: Config) -> i32 {
     for (l, listener) in bound {
         let lctx = Arc::new(ListenerCtx::new(&l, &cfg.limits));
         tracing::info!(addr = %l.addr, listener = %lctx.label, upstream = ?l.upstream, "listening");
-        tokio::spawn(accept_loop(shared.clone(), lctx, listener, conns.clone(), shutdown_rx.clone()));
+        tokio::spawn(accept_loop(
+            shared.clone(),
+            lctx,
+            listener,
+            conns.clone(),
+            shutdown_rx.clone(),
+        ));
     }
 
     wait_for_termination().await;
-    tracing::info!(drain_secs = cfg.limits.drain_secs, "shutting down: no new connections, draining");
+    tracing::info!(
+        drain_secs = cfg.limits.drain_secs,
+        "shutting down: no new connections, draining"
+    );
     let _ = shutdown_tx.send(true);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.limits.drain_secs);
     while conns.available_permits() < cfg.limits.max_connections {
@@ -278,7 +294,8 @@ async fn accept_loop(
 
 fn spawn_sighup(reloader: Arc<Reloader>) {
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
             return;
         };
         while hup.recv().await.is_some() {

@@ -119,7 +119,11 @@ struct StrArena {
 impl StrArena {
     fn get(&self, id: u32) -> &str {
         let id = id as usize;
-        let start = if id == 0 { 0 } else { self.ends[id - 1] as usize };
+        let start = if id == 0 {
+            0
+        } else {
+            self.ends[id - 1] as usize
+        };
         let end = self.ends[id] as usize;
         std::str::from_utf8(&self.bytes[start..end]).unwrap_or("")
     }
@@ -295,7 +299,7 @@ pub fn walk<'n, T>(name: &'n str, mut probe: impl FnMut(&'n str) -> Option<T>) -
             return Some(hit);
         }
         match candidate.find('.') {
-            Some(i) if candidate.len() - i - 1 >= min_len => candidate = &candidate[i + 1..],
+            Some(i) if candidate.len() - i > min_len => candidate = &candidate[i + 1..],
             _ => return None,
         }
     }
@@ -305,7 +309,9 @@ pub fn walk<'n, T>(name: &'n str, mut probe: impl FnMut(&'n str) -> Option<T>) -
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushError {
     /// The name is already a row; carries the index of the first push.
-    Duplicate { first: u32 },
+    Duplicate {
+        first: u32,
+    },
     /// The arenas would exceed 4 GiB.
     TooLarge,
     NameTooLong,
@@ -512,7 +518,10 @@ mod tests {
             seen.push(c.to_owned());
             None::<()>
         });
-        assert_eq!(seen, ["a.b.example.com.cn", "b.example.com.cn", "example.com.cn"]);
+        assert_eq!(
+            seen,
+            ["a.b.example.com.cn", "b.example.com.cn", "example.com.cn"]
+        );
         seen.clear();
         walk("com.cn", |c| {
             seen.push(c.to_owned());
@@ -529,8 +538,10 @@ mod tests {
     #[test]
     fn duplicates_and_lookup() {
         let mut b = Builder::new();
-        b.push(row("example.com.cn", Filing::Filed, Access::Active)).unwrap();
-        b.push(row("shop.example.net", Filing::Filed, Access::None)).unwrap();
+        b.push(row("example.com.cn", Filing::Filed, Access::Active))
+            .unwrap();
+        b.push(row("shop.example.net", Filing::Filed, Access::None))
+            .unwrap();
         assert_eq!(
             b.push(row("shop.example.net", Filing::Filed, Access::Active)),
             Err(PushError::Duplicate { first: 1 })
@@ -542,6 +553,9 @@ mod tests {
         assert_eq!(r.icp(), "京ICP备09051301号-1");
         assert!(s.lookup("evilexample.com.cn").is_none());
         assert!(s.lookup("example.net").is_none());
-        assert_eq!(s.lookup("a.shop.example.net").unwrap().access(), Access::None);
+        assert_eq!(
+            s.lookup("a.shop.example.net").unwrap().access(),
+            Access::None
+        );
     }
 }

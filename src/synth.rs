@@ -23,7 +23,16 @@ impl Rng {
 }
 
 const SUFFIXES: [&str; 10] = [
-    "com", "cn", "com.cn", "net", "net.cn", "org", "xn--fiqs8s", "top", "gov.cn", "xn--55qx5d.cn",
+    "com",
+    "cn",
+    "com.cn",
+    "net",
+    "net.cn",
+    "org",
+    "xn--fiqs8s",
+    "top",
+    "gov.cn",
+    "xn--55qx5d.cn",
 ];
 const PROVINCES: [&str; 8] = ["京", "沪", "粤", "浙", "苏", "川", "鄂", "闽"];
 
@@ -88,7 +97,10 @@ pub fn write_table<W: std::io::Write>(rows: u64, seed: u64, mut w: W) -> std::io
         if filing == "first_pending" {
             writeln!(w, "{dom},,{filing},{access},{expires},{ips}")?;
         } else {
-            writeln!(w, "{dom},{prov}ICP备{entity}号-{site},{filing},{access},{expires},{ips}")?;
+            writeln!(
+                w,
+                "{dom},{prov}ICP备{entity}号-{site},{filing},{access},{expires},{ips}"
+            )?;
         }
     }
     Ok(())

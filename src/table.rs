@@ -192,7 +192,9 @@ fn load_reader_sized<R: Read + Send>(
             (Err(e @ TableError::Rejected { .. }), _) => Err(e),
             (_, Err(e)) => Err(e),
             (Err(e), Ok(_)) => Err(e),
-            (Ok((builder, invalid, errors)), Ok(version)) => Ok((builder, invalid, errors, version)),
+            (Ok((builder, invalid, errors)), Ok(version)) => {
+                Ok((builder, invalid, errors, version))
+            }
         }
     })?;
     let meta = TableMeta {
@@ -330,7 +332,9 @@ fn insert_batches(
                     note(
                         RowError {
                             line: row.line,
-                            message: format!("duplicate domain {domain} (first at line {first_line})"),
+                            message: format!(
+                                "duplicate domain {domain} (first at line {first_line})"
+                            ),
                         },
                         &mut invalid,
                     );
@@ -408,7 +412,9 @@ fn parse_rows<R: Read>(
         Ok(false) => return Err(TableError::Format("empty file: no header line".into())),
         Err(e) => return Err(io_or_format(e)),
     }
-    let first = record.get(0).map(|f| f.strip_prefix(b"\xef\xbb\xbf").unwrap_or(f));
+    let first = record
+        .get(0)
+        .map(|f| f.strip_prefix(b"\xef\xbb\xbf").unwrap_or(f));
     let header_ok = record.len() == HEADER.len()
         && first == Some(HEADER[0].as_bytes())
         && record
@@ -438,7 +444,10 @@ fn parse_rows<R: Read>(
                 batch.invalid += 1;
                 invalid_total += 1;
                 if batch.errors.len() < MAX_REPORTED_ERRORS {
-                    batch.errors.push(RowError { line, message: e.to_string() });
+                    batch.errors.push(RowError {
+                        line,
+                        message: e.to_string(),
+                    });
                 }
                 if invalid_total > opts.max_invalid_rows {
                     break;
@@ -452,7 +461,10 @@ fn parse_rows<R: Read>(
         }
         rows += 1;
         if rows > opts.max_rows {
-            return Err(TableError::Format(format!("more than {} rows", opts.max_rows)));
+            return Err(TableError::Format(format!(
+                "more than {} rows",
+                opts.max_rows
+            )));
         }
         match parse_row(&record, opts) {
             Ok(row) => batch.push(line, row),

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The real `icpgate` binary: `check` and `validate`, output and exit codes (SPEC §5).
 
 use std::process::{Command, Output};
@@ -16,9 +17,19 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn check_json_fields_and_exit_codes() {
-    let o = icpgate(&["check", "--table", "config/demo-table.csv", "--json", "www.example.com.cn", "例子。中国"]);
+    let o = icpgate(&[
+        "check",
+        "--table",
+        "config/demo-table.csv",
+        "--json",
+        "www.example.com.cn",
+        "例子。中国",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
-    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["host"], "www.example.com.cn");
     assert_eq!(lines[0]["canonical"], "www.example.com.cn");
@@ -28,7 +39,14 @@ fn check_json_fields_and_exit_codes() {
     assert_eq!(lines[0]["icp"], "京ICP备09051301号-1");
     assert_eq!(lines[1]["canonical"], "xn--fsqu00a.xn--fiqs8s");
 
-    let o = icpgate(&["check", "--table", "config/demo-table.csv", "--json", "www.example.com.cn", "unknown.cn"]);
+    let o = icpgate(&[
+        "check",
+        "--table",
+        "config/demo-table.csv",
+        "--json",
+        "www.example.com.cn",
+        "unknown.cn",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).lines().nth(1).unwrap()).unwrap();
     assert_eq!(v["decision"], "block");
@@ -41,16 +59,34 @@ fn check_human_output_explains() {
     let o = icpgate(&["check", "--table", "config/demo-table.csv", "example.net"]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
-    assert!(out.contains("block") && out.contains("no_access_record") && out.contains("接入备案"), "{out}");
+    assert!(
+        out.contains("block") && out.contains("no_access_record") && out.contains("接入备案"),
+        "{out}"
+    );
 }
 
 #[test]
 fn check_with_config_regions_and_dst() {
     // demo.toml's mainland ranges are loopback: a destination outside passes.
-    let o = icpgate(&["check", "--config", "config/demo.toml", "--dst", "192.0.2.1", "--json", "unknown.cn"]);
+    let o = icpgate(&[
+        "check",
+        "--config",
+        "config/demo.toml",
+        "--dst",
+        "192.0.2.1",
+        "--json",
+        "unknown.cn",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(stdout(&o).contains("\"decision\":\"pass\""));
-    let o = icpgate(&["check", "--config", "config/demo.toml", "--dst", "127.0.0.1", "unknown.cn"]);
+    let o = icpgate(&[
+        "check",
+        "--config",
+        "config/demo.toml",
+        "--dst",
+        "127.0.0.1",
+        "unknown.cn",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     // Without --dst the destination counts as mainland.
     let o = icpgate(&["check", "--config", "config/demo.toml", "unknown.cn"]);
@@ -59,9 +95,31 @@ fn check_with_config_regions_and_dst() {
 
 #[test]
 fn check_usage_and_table_errors_exit_2() {
-    assert_eq!(icpgate(&["check", "--table", "config/demo-table.csv"]).status.code(), Some(2));
-    assert_eq!(icpgate(&["check", "--table", "/nonexistent.csv", "a.cn"]).status.code(), Some(2));
-    assert_eq!(icpgate(&["check", "--table", "config/demo-table.csv", "--dst", "nope", "a.cn"]).status.code(), Some(2));
+    assert_eq!(
+        icpgate(&["check", "--table", "config/demo-table.csv"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        icpgate(&["check", "--table", "/nonexistent.csv", "a.cn"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        icpgate(&[
+            "check",
+            "--table",
+            "config/demo-table.csv",
+            "--dst",
+            "nope",
+            "a.cn"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
     // A table that fails validation is refused, never half-used.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.csv");
@@ -73,7 +131,12 @@ fn check_usage_and_table_errors_exit_2() {
 
 #[test]
 fn validate_reports_line_numbers() {
-    assert_eq!(icpgate(&["validate", "config/demo-table.csv"]).status.code(), Some(0));
+    assert_eq!(
+        icpgate(&["validate", "config/demo-table.csv"])
+            .status
+            .code(),
+        Some(0)
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "domain,icp,filing,access,access_expires,ips\nok.cn,京ICP备1号-1,filed,active,,\nx.cn,京ICP备1号-1,filed,maybe,,\nok.cn,京ICP备1号-1,filed,active,,\n").unwrap();
@@ -81,6 +144,12 @@ fn validate_reports_line_numbers() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.csv:3: access \"maybe\""), "{err}");
-    assert!(err.contains("bad.csv:4: duplicate domain ok.cn (first at line 2)"), "{err}");
-    assert_eq!(icpgate(&["validate", "/nonexistent.csv"]).status.code(), Some(2));
+    assert!(
+        err.contains("bad.csv:4: duplicate domain ok.cn (first at line 2)"),
+        "{err}"
+    );
+    assert_eq!(
+        icpgate(&["validate", "/nonexistent.csv"]).status.code(),
+        Some(2)
+    );
 }

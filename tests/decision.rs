@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Rules R1–R10 of SPEC §2 against real tables loaded through the real loader.
 
 use std::net::IpAddr;
@@ -38,7 +39,10 @@ fn snap() -> Snapshot {
 
 fn mainland() -> Policy {
     Policy {
-        mainland: IpRanges::new(&["203.0.113.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()]),
+        mainland: IpRanges::new(&[
+            "203.0.113.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ]),
         ..Policy::default()
     }
 }
@@ -57,7 +61,10 @@ fn reason(p: &Policy, s: &Snapshot, host: &str) -> Reason {
 #[test]
 fn r6_every_status() {
     let (s, p) = (snap(), mainland());
-    assert_eq!(decide(&p, &s, "example.com.cn"), (Action::Allow, Reason::Filed, Some("example.com.cn".into())));
+    assert_eq!(
+        decide(&p, &s, "example.com.cn"),
+        (Action::Allow, Reason::Filed, Some("example.com.cn".into()))
+    );
     assert_eq!(reason(&p, &s, "newsite.cn"), Reason::FilingPending);
     assert_eq!(reason(&p, &s, "old-portal.com"), Reason::FilingRevoked);
     assert_eq!(reason(&p, &s, "moved-away.cn"), Reason::AccessCancelled);
@@ -71,13 +78,19 @@ fn r6_every_status() {
     let later = p.decide_raw(&s, "trial.cn", DST, NOW + 1);
     assert_eq!(later.reason, Reason::AccessReviewExpired);
     // No row at all.
-    assert_eq!(decide(&p, &s, "nobody.cn"), (Action::Block, Reason::Unfiled, None));
+    assert_eq!(
+        decide(&p, &s, "nobody.cn"),
+        (Action::Block, Reason::Unfiled, None)
+    );
 }
 
 #[test]
 fn r4_subdomains_and_label_boundaries() {
     let (s, p) = (snap(), mainland());
-    assert_eq!(decide(&p, &s, "www.example.com.cn").2.as_deref(), Some("example.com.cn"));
+    assert_eq!(
+        decide(&p, &s, "www.example.com.cn").2.as_deref(),
+        Some("example.com.cn")
+    );
     assert_eq!(decide(&p, &s, "a.b.example.com.cn").1, Reason::Filed);
     assert_eq!(reason(&p, &s, "evilexample.com.cn"), Reason::Unfiled);
     assert_eq!(reason(&p, &s, "example.com.cn.evil.net"), Reason::Unfiled);
@@ -100,7 +113,11 @@ fn r4_most_specific_row_wins_both_ways() {
     // Subdomain row blocks under an allowing apex.
     assert_eq!(
         decide(&p, &s, "www.beta.example.com.cn"),
-        (Action::Block, Reason::FilingPending, Some("www.beta.example.com.cn".into()))
+        (
+            Action::Block,
+            Reason::FilingPending,
+            Some("www.beta.example.com.cn".into())
+        )
     );
     assert_eq!(
         decide(&p, &s, "x.www.beta.example.com.cn").1,
@@ -125,16 +142,27 @@ fn r8_idn_both_forms_in_table_and_query() {
         "例子．中国.",
         "例子｡中国:443",
     ] {
-        assert_eq!(decide(&p, &s, q).2.as_deref(), Some("xn--fsqu00a.xn--fiqs8s"), "{q}");
+        assert_eq!(
+            decide(&p, &s, q).2.as_deref(),
+            Some("xn--fsqu00a.xn--fiqs8s"),
+            "{q}"
+        );
     }
     // The table row 示例.公司.cn was given in A-label form; query in U-label.
-    assert_eq!(decide(&p, &s, "示例.公司.cn").2.as_deref(), Some("xn--fsq092h.xn--55qx5d.cn"));
+    assert_eq!(
+        decide(&p, &s, "示例.公司.cn").2.as_deref(),
+        Some("xn--fsq092h.xn--55qx5d.cn")
+    );
     // Table rows in U-label and A-label form are the same row.
     let dup = "domain,icp,filing,access,access_expires,ips\n例子.中国,粤ICP备1号-1,filed,active,,\nxn--fsqu00a.xn--fiqs8s,粤ICP备1号-1,filed,active,,\n";
     match table::load_bytes(dup.as_bytes(), "t", &LoadOptions::default()) {
         Err(TableError::Rejected { errors, .. }) => {
             assert_eq!(errors[0].line, 3);
-            assert!(errors[0].message.contains("first at line 2"), "{}", errors[0].message);
+            assert!(
+                errors[0].message.contains("first at line 2"),
+                "{}",
+                errors[0].message
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -144,7 +172,15 @@ fn r8_idn_both_forms_in_table_and_query() {
 fn r8_invalid_names_never_allowed() {
     let (s, p) = (snap(), mainland());
     let long = format!("{}.example.com.cn", "a".repeat(64));
-    for bad in ["", "exa mple.com.cn", "example..com.cn", long.as_str(), "example.com.cn:http", "ex\u{0}ample.com.cn", "*.example.com.cn"] {
+    for bad in [
+        "",
+        "exa mple.com.cn",
+        "example..com.cn",
+        long.as_str(),
+        "example.com.cn:http",
+        "ex\u{0}ample.com.cn",
+        "*.example.com.cn",
+    ] {
         assert_eq!(decide(&p, &s, bad).0, Action::Block, "{bad:?}");
         assert_eq!(reason(&p, &s, bad), Reason::Unfiled, "{bad:?}");
     }
@@ -156,16 +192,29 @@ fn r2_outside_mainland_passes() {
     let hk: IpAddr = "192.0.2.1".parse().unwrap();
     for host in ["nobody.cn", "example.net", "203.0.113.9", "bad host"] {
         let d = p.decide_raw(&s, host, Some(hk), NOW);
-        assert_eq!((d.action, d.reason), (Action::Pass, Reason::OutsideMainland), "{host}");
+        assert_eq!(
+            (d.action, d.reason),
+            (Action::Pass, Reason::OutsideMainland),
+            "{host}"
+        );
     }
     assert_eq!(p.decide_no_name(Some(hk)).action, Action::Pass);
     // IPv4-mapped IPv6 destinations are judged as IPv4.
     let mapped: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
-    assert_eq!(p.decide_raw(&s, "nobody.cn", Some(mapped), NOW).reason, Reason::Unfiled);
+    assert_eq!(
+        p.decide_raw(&s, "nobody.cn", Some(mapped), NOW).reason,
+        Reason::Unfiled
+    );
     let v6: IpAddr = "2001:db8::5".parse().unwrap();
-    assert_eq!(p.decide_raw(&s, "nobody.cn", Some(v6), NOW).reason, Reason::Unfiled);
+    assert_eq!(
+        p.decide_raw(&s, "nobody.cn", Some(v6), NOW).reason,
+        Reason::Unfiled
+    );
     let v6_out: IpAddr = "2001:db9::5".parse().unwrap();
-    assert_eq!(p.decide_raw(&s, "nobody.cn", Some(v6_out), NOW).action, Action::Pass);
+    assert_eq!(
+        p.decide_raw(&s, "nobody.cn", Some(v6_out), NOW).action,
+        Action::Pass
+    );
 }
 
 #[test]
@@ -180,7 +229,12 @@ fn r1_decision_is_per_domain_not_per_ip() {
 #[test]
 fn r3_ip_literals_and_policy() {
     let (s, mut p) = (snap(), mainland());
-    for host in ["203.0.113.5", "[2001:db8::1]", "[2001:db8::1]:8443", "203.0.113.5:80"] {
+    for host in [
+        "203.0.113.5",
+        "[2001:db8::1]",
+        "[2001:db8::1]:8443",
+        "203.0.113.5:80",
+    ] {
         assert_eq!(decide(&p, &s, host).0, Action::Allow, "{host}");
         assert_eq!(reason(&p, &s, host), Reason::IpAccess);
     }
@@ -196,20 +250,44 @@ fn r7_strict_ip() {
     let (s, mut p) = (snap(), mainland());
     let other: IpAddr = "203.0.113.99".parse().unwrap();
     // Off by default.
-    assert_eq!(p.decide_raw(&s, "shop.example.net", Some(other), NOW).action, Action::Allow);
+    assert_eq!(
+        p.decide_raw(&s, "shop.example.net", Some(other), NOW)
+            .action,
+        Action::Allow
+    );
     p.strict_ip = true;
-    assert_eq!(p.decide_raw(&s, "shop.example.net", Some(other), NOW).reason, Reason::IpNotRegistered);
-    assert_eq!(p.decide_raw(&s, "shop.example.net", DST, NOW).action, Action::Allow);
+    assert_eq!(
+        p.decide_raw(&s, "shop.example.net", Some(other), NOW)
+            .reason,
+        Reason::IpNotRegistered
+    );
+    assert_eq!(
+        p.decide_raw(&s, "shop.example.net", DST, NOW).action,
+        Action::Allow
+    );
     let in_cidr: IpAddr = "198.51.100.15".parse().unwrap();
     let mut wide = p.clone();
     wide.mainland = IpRanges::everything();
-    assert_eq!(wide.decide_raw(&s, "shop.example.net", Some(in_cidr), NOW).action, Action::Allow);
+    assert_eq!(
+        wide.decide_raw(&s, "shop.example.net", Some(in_cidr), NOW)
+            .action,
+        Action::Allow
+    );
     let v6: IpAddr = "2001:db8:0:1::1".parse().unwrap();
-    assert_eq!(p.decide_raw(&s, "shop.example.net", Some(v6), NOW).action, Action::Allow);
+    assert_eq!(
+        p.decide_raw(&s, "shop.example.net", Some(v6), NOW).action,
+        Action::Allow
+    );
     // Unknown destination with strict IP: fail closed.
-    assert_eq!(p.decide_raw(&s, "shop.example.net", None, NOW).reason, Reason::IpNotRegistered);
+    assert_eq!(
+        p.decide_raw(&s, "shop.example.net", None, NOW).reason,
+        Reason::IpNotRegistered
+    );
     // A row without ips is not restricted.
-    assert_eq!(p.decide_raw(&s, "example.com.cn", Some(other), NOW).action, Action::Allow);
+    assert_eq!(
+        p.decide_raw(&s, "example.com.cn", Some(other), NOW).action,
+        Action::Allow
+    );
 }
 
 #[test]
@@ -223,7 +301,10 @@ fn r9_overrides() {
     assert_eq!(reason(&p, &s, "notbad.example.com.cn"), Reason::Filed);
     // Allow beats the table (even a blocking row) and covers subdomains.
     assert_eq!(decide(&p, &s, "img.provider-cdn.example").0, Action::Allow);
-    assert_eq!(reason(&p, &s, "img.provider-cdn.example"), Reason::Allowlisted);
+    assert_eq!(
+        reason(&p, &s, "img.provider-cdn.example"),
+        Reason::Allowlisted
+    );
     assert_eq!(reason(&p, &s, "nobody.cn"), Reason::Allowlisted);
     assert_eq!(reason(&p, &s, "evilprovider-cdn.example"), Reason::Unfiled);
     // A public suffix or an IP is not a valid override.
@@ -232,7 +313,14 @@ fn r9_overrides() {
 }
 
 fn load_err(csv: &str) -> Vec<(u64, String)> {
-    match table::load_bytes(csv.as_bytes(), "t", &LoadOptions { max_invalid_rows: usize::MAX, ..LoadOptions::default() }) {
+    match table::load_bytes(
+        csv.as_bytes(),
+        "t",
+        &LoadOptions {
+            max_invalid_rows: usize::MAX,
+            ..LoadOptions::default()
+        },
+    ) {
         Ok(l) => l.errors.into_iter().map(|e| (e.line, e.message)).collect(),
         Err(e) => vec![(0, e.to_string())],
     }
@@ -242,45 +330,75 @@ fn load_err(csv: &str) -> Vec<(u64, String)> {
 fn malformed_tables_reported_at_the_right_line() {
     let h = "domain,icp,filing,access,access_expires,ips\n";
     let body = [
-        "ok.cn,京ICP备1号-1,filed,active,,",               // 2 ok
-        "bad domain.cn,京ICP备1号-1,filed,active,,",       // 3
-        "com.cn,京ICP备1号-1,filed,active,,",              // 4 public suffix
-        "a.cn,京ICP备1号-1,filled,active,,",               // 5 bad filing
-        "b.cn,京ICP备1号-1,filed,on,,",                    // 6 bad access
-        "c.cn,京ICP备1号-1,filed,initial_review,,",        // 7 missing expiry
-        "d.cn,京ICP备1号-1,filed,initial_review,tomorrow,",// 8 bad time
+        "ok.cn,京ICP备1号-1,filed,active,,",                    // 2 ok
+        "bad domain.cn,京ICP备1号-1,filed,active,,",            // 3
+        "com.cn,京ICP备1号-1,filed,active,,",                   // 4 public suffix
+        "a.cn,京ICP备1号-1,filled,active,,",                    // 5 bad filing
+        "b.cn,京ICP备1号-1,filed,on,,",                         // 6 bad access
+        "c.cn,京ICP备1号-1,filed,initial_review,,",             // 7 missing expiry
+        "d.cn,京ICP备1号-1,filed,initial_review,tomorrow,",     // 8 bad time
         "e.cn,京ICP备1号-1,filed,active,2026-12-01T00:00:00Z,", // 9 expiry without review
-        "f.cn,京ICP备1号-1,filed,active,,1.2.3.4/33",      // 10 bad cidr
-        "g.cn,京ICP备1号-1,filed,active,,10.0.0.1/8",      // 11 host bits
-        "h.cn,京ICP备1号-1,filed,active",                  // 12 field count
-        "ok.cn,京ICP备1号-1,filed,active,,",               // 13 duplicate
-        "i.cn,,filed,active,,",                            // 14 empty icp
-        "203.0.113.1,京ICP备1号-1,filed,active,,",         // 15 ip as domain
-        "\"j.cn\n\",京ICP备1号-1,filed,active,,",          // 16 (spans 2 lines) newline in domain
-        "k.cn,京ICP备1号-1,filed,active,,",                // 18 ok
+        "f.cn,京ICP备1号-1,filed,active,,1.2.3.4/33",           // 10 bad cidr
+        "g.cn,京ICP备1号-1,filed,active,,10.0.0.1/8",           // 11 host bits
+        "h.cn,京ICP备1号-1,filed,active",                       // 12 field count
+        "ok.cn,京ICP备1号-1,filed,active,,",                    // 13 duplicate
+        "i.cn,,filed,active,,",                                 // 14 empty icp
+        "203.0.113.1,京ICP备1号-1,filed,active,,",              // 15 ip as domain
+        "\"j.cn\n\",京ICP备1号-1,filed,active,,", // 16 (spans 2 lines) newline in domain
+        "k.cn,京ICP备1号-1,filed,active,,",       // 18 ok
     ]
     .join("\n");
     let errs = load_err(&format!("{h}{body}\n"));
     let lines: Vec<u64> = errs.iter().map(|e| e.0).collect();
-    assert_eq!(lines, [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "{errs:#?}");
+    assert_eq!(
+        lines,
+        [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        "{errs:#?}"
+    );
     assert!(errs[1].1.contains("public suffix"));
-    assert!(errs[10].1.contains("duplicate") && errs[10].1.contains("line 2"), "{}", errs[10].1);
+    assert!(
+        errs[10].1.contains("duplicate") && errs[10].1.contains("line 2"),
+        "{}",
+        errs[10].1
+    );
 }
 
 #[test]
 fn whole_file_errors() {
     // Wrong header, empty file, invalid UTF-8, gzip garbage, oversize.
     assert!(load_err("").remove(0).1.contains("empty"));
-    assert!(load_err("domain,icp,filing,access\nx.cn,1,filed,active\n").remove(0).1.contains("header"));
+    assert!(load_err("domain,icp,filing,access\nx.cn,1,filed,active\n")
+        .remove(0)
+        .1
+        .contains("header"));
     let bad_utf8 = b"domain,icp,filing,access,access_expires,ips\n\xff\xfe.cn,1,filed,active,,\n";
     let r = table::load_bytes(bad_utf8, "t", &LoadOptions::default());
-    assert!(matches!(r, Err(TableError::Rejected { ref errors, .. }) if errors[0].line == 2 && errors[0].message.contains("UTF-8")), "{r:?}");
+    assert!(
+        matches!(r, Err(TableError::Rejected { ref errors, .. }) if errors[0].line == 2 && errors[0].message.contains("UTF-8")),
+        "{r:?}"
+    );
     let r = table::load_bytes(&[0x1f, 0x8b, 0, 1, 2, 3], "t", &LoadOptions::default());
     assert!(r.is_err());
-    let big = format!("domain,icp,filing,access,access_expires,ips\n{}", "a.cn,京ICP备1号-1,filed,active,,\n".repeat(100));
-    let r = table::load_bytes(big.as_bytes(), "t", &LoadOptions { max_bytes: 1000, ..LoadOptions::default() });
-    assert!(matches!(r, Err(TableError::Format(ref m)) if m.contains("limit")), "{r:?}");
-    let long_row = format!("domain,icp,filing,access,access_expires,ips\na.cn,京ICP备1号-1,filed,active,,{}\n", "1.2.3.4 ".repeat(1000));
+    let big = format!(
+        "domain,icp,filing,access,access_expires,ips\n{}",
+        "a.cn,京ICP备1号-1,filed,active,,\n".repeat(100)
+    );
+    let r = table::load_bytes(
+        big.as_bytes(),
+        "t",
+        &LoadOptions {
+            max_bytes: 1000,
+            ..LoadOptions::default()
+        },
+    );
+    assert!(
+        matches!(r, Err(TableError::Format(ref m)) if m.contains("limit")),
+        "{r:?}"
+    );
+    let long_row = format!(
+        "domain,icp,filing,access,access_expires,ips\na.cn,京ICP备1号-1,filed,active,,{}\n",
+        "1.2.3.4 ".repeat(1000)
+    );
     assert!(load_err(&long_row)[0].1.contains("longer than"));
 }
 
@@ -289,12 +407,22 @@ fn allowance_and_gzip() {
     use std::io::Write;
     let csv = "domain,icp,filing,access,access_expires,ips\nok.cn,京ICP备1号-1,filed,active,,\nbad..cn,京ICP备1号-1,filed,active,,\n";
     assert!(table::load_bytes(csv.as_bytes(), "t", &LoadOptions::default()).is_err());
-    let l = table::load_bytes(csv.as_bytes(), "t", &LoadOptions { max_invalid_rows: 1, ..LoadOptions::default() }).unwrap();
+    let l = table::load_bytes(
+        csv.as_bytes(),
+        "t",
+        &LoadOptions {
+            max_invalid_rows: 1,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!((l.snapshot.len(), l.invalid), (1, 1));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(TABLE.as_bytes()).unwrap();
     let gz = gz.finish().unwrap();
-    let a = table::load_bytes(&gz, "t.gz", &LoadOptions::default()).unwrap().snapshot;
+    let a = table::load_bytes(&gz, "t.gz", &LoadOptions::default())
+        .unwrap()
+        .snapshot;
     assert_eq!(a.len(), snap().len());
     // The version is the sha256 of the source bytes as given.
     assert_ne!(a.meta.version, snap().meta.version);
@@ -305,8 +433,18 @@ fn allowance_and_gzip() {
     gz.write_all(&vec![b'\n'; 10 << 20]).unwrap();
     let bomb = gz.finish().unwrap();
     assert!(bomb.len() < 100_000);
-    let r = table::load_bytes(&bomb, "bomb", &LoadOptions { max_bytes: 1 << 20, ..LoadOptions::default() });
-    assert!(matches!(r, Err(TableError::Format(ref m)) if m.contains("decompressed")), "{r:?}");
+    let r = table::load_bytes(
+        &bomb,
+        "bomb",
+        &LoadOptions {
+            max_bytes: 1 << 20,
+            ..LoadOptions::default()
+        },
+    );
+    assert!(
+        matches!(r, Err(TableError::Format(ref m)) if m.contains("decompressed")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -332,7 +470,10 @@ fn label() -> impl Strategy<Value = String> {
 }
 
 fn name() -> impl Strategy<Value = String> {
-    (proptest::collection::vec(label(), 1..6), prop_oneof![Just("."), Just("。"), Just("．")])
+    (
+        proptest::collection::vec(label(), 1..6),
+        prop_oneof![Just("."), Just("。"), Just("．")],
+    )
         .prop_map(|(labels, dot)| labels.join(dot))
 }
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! HTTP/1.x through the real proxy: every request decided on its own,
 //! evasion attempts, bodies, upgrades. Real sockets, raw writers.
 mod common;
@@ -43,8 +44,16 @@ fn allowed_and_blocked_with_header_variants() {
         ("Host: example.net\r\n", 403, "no_access_record"),
         ("Host: old-portal.com\r\n", 403, "filing_revoked"),
         ("Host: a.com\r\nHost: a.com\r\n", 400, "ambiguous_host"),
-        ("Host: www.example.com.cn\r\nHost: unknown.cn\r\n", 400, "ambiguous_host"),
-        ("Host: unknown.cn\r\nHost: www.example.com.cn\r\n", 400, "ambiguous_host"),
+        (
+            "Host: www.example.com.cn\r\nHost: unknown.cn\r\n",
+            400,
+            "ambiguous_host",
+        ),
+        (
+            "Host: unknown.cn\r\nHost: www.example.com.cn\r\n",
+            400,
+            "ambiguous_host",
+        ),
         ("", 400, "ambiguous_host"),
         ("Host: exa mple.cn\r\n", 400, "bad_host"),
         ("Host: a..cn\r\n", 400, "bad_host"),
@@ -63,7 +72,10 @@ fn block_page_headers_and_body() {
     let p = proxy();
     let (status, resp) = http_raw(p.addr, &req("Host: www.unknown.cn\r\n"));
     assert_eq!(status, 403);
-    assert_eq!(header(&resp, "content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        header(&resp, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
     assert_eq!(header(&resp, "cache-control"), Some("no-store"));
     assert_eq!(header(&resp, "connection"), Some("close"));
     assert!(header(&resp, "x-icpgate-request-id").is_some());
@@ -81,16 +93,30 @@ fn block_page_headers_and_body() {
 #[test]
 fn absolute_form_and_http10() {
     let p = proxy();
-    let (s, r) = http_raw(p.addr, "GET http://unknown.cn/p HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n");
-    assert_eq!((s, header(&r, "x-icpgate-reason")), (400, Some("ambiguous_host")));
+    let (s, r) = http_raw(
+        p.addr,
+        "GET http://unknown.cn/p HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (s, header(&r, "x-icpgate-reason")),
+        (400, Some("ambiguous_host"))
+    );
     let (s, r) = http_raw(p.addr, "GET http://www.example.com.cn/p HTTP/1.1\r\nHost: WWW.example.com.cn:80\r\nConnection: close\r\n\r\n");
     assert_eq!(s, 200, "{r}");
-    let (s, _) = http_raw(p.addr, "GET http://unknown.cn/p HTTP/1.1\r\nHost: unknown.cn\r\nConnection: close\r\n\r\n");
+    let (s, _) = http_raw(
+        p.addr,
+        "GET http://unknown.cn/p HTTP/1.1\r\nHost: unknown.cn\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(s, 403);
     // HTTP/1.0 without Host: R3 (allowed by default), reaches the upstream.
     let (s, r) = http_raw(p.addr, "GET /p HTTP/1.0\r\n\r\n");
     assert_eq!(s, 200, "{r}");
-    assert_eq!(p.metric("icpgate_decisions_total{decision=\"allow\",protocol=\"http\",reason=\"ip_access\"}"), 1.0);
+    assert_eq!(
+        p.metric(
+            "icpgate_decisions_total{decision=\"allow\",protocol=\"http\",reason=\"ip_access\"}"
+        ),
+        1.0
+    );
 }
 
 #[test]
@@ -98,13 +124,15 @@ fn keep_alive_second_request_for_another_host_is_decided() {
     let p = proxy();
     let mut s = TcpStream::connect(p.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /one HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n").unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n")
+        .unwrap();
     let mut buf = vec![0u8; 65536];
     let n = s.read(&mut buf).unwrap();
     let first = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert_eq!(status_of(&first), 200, "{first}");
     assert!(first.contains("path=/one"));
-    s.write_all(b"GET /two HTTP/1.1\r\nHost: unknown.cn\r\n\r\n").unwrap();
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: unknown.cn\r\n\r\n")
+        .unwrap();
     let rest = read_to_end(&mut s);
     assert_eq!(status_of(&rest), 403, "{rest}");
     assert!(!rest.contains("path=/two"));
@@ -127,7 +155,10 @@ fn pipelined_requests_each_decided_in_one_write() {
     let b = all.find("path=/b").expect("b");
     let c = all.find("x-icpgate-reason: unfiled").expect("c blocked");
     assert!(a < b && b < c, "{all}");
-    assert!(!all.contains("path=/c") && !all.contains("path=/d"), "{all}");
+    assert!(
+        !all.contains("path=/c") && !all.contains("path=/d"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -148,13 +179,18 @@ fn one_byte_per_write() {
 
 fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 #[test]
 fn one_mib_bodies_arrive_intact() {
     let p = proxy();
-    let body: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let body: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let want = format!("len={} sha256={}", body.len(), sha256_hex(&body));
     // Content-Length
     let mut s = TcpStream::connect(p.addr).unwrap();
@@ -208,7 +244,10 @@ fn websocket_upgrade_tunnels() {
         assert_eq!(got, msg);
     }
     // An upgrade for an unfiled host is blocked like any request.
-    let (st, _) = http_raw(p.addr, "GET /ws HTTP/1.1\r\nHost: unknown.cn\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let (st, _) = http_raw(
+        p.addr,
+        "GET /ws HTTP/1.1\r\nHost: unknown.cn\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
     assert_eq!(st, 403);
 }
 
@@ -217,7 +256,8 @@ fn half_close_still_gets_the_response() {
     let p = proxy();
     let mut s = TcpStream::connect(p.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /hc HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n").unwrap();
+    s.write_all(b"GET /hc HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n")
+        .unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let resp = read_to_end(&mut s);
     assert!(resp.contains("path=/hc"), "{resp}");
@@ -225,7 +265,11 @@ fn half_close_still_gets_the_response() {
 
 #[test]
 fn malformed_and_stalled_heads() {
-    let p = Proxy::start(http_upstream(), "\"127.0.0.0/8\"", "[limits]\nheader_timeout_ms = 300\n");
+    let p = Proxy::start(
+        http_upstream(),
+        "\"127.0.0.0/8\"",
+        "[limits]\nheader_timeout_ms = 300\n",
+    );
     let (s, _) = http_raw(p.addr, "GET / HTTP/1.1\r\nHo st: x\r\n\r\n");
     assert_eq!(s, 400);
     let mut st = TcpStream::connect(p.addr).unwrap();

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! TLS through the real proxy: captured ClientHellos from real clients, fed
 //! whole, one byte per write and re-framed over several records; the
 //! upstream must receive exactly the client's bytes.
@@ -46,29 +47,50 @@ fn allowed_hellos_reach_upstream_byte_for_byte() {
             // Some bytes after the hello (e.g. early data) follow verbatim.
             s.write_all(b"\x17\x03\x03\x00\x01Z").unwrap();
             s.shutdown(std::net::Shutdown::Write).unwrap();
-            let got = up.next().unwrap_or_else(|| panic!("{name} {how}: nothing reached upstream"));
+            let got = up
+                .next()
+                .unwrap_or_else(|| panic!("{name} {how}: nothing reached upstream"));
             let mut want = bytes.clone();
             want.extend_from_slice(b"\x17\x03\x03\x00\x01Z");
             assert_eq!(got, want, "{name} {how}: upstream bytes differ");
         }
     }
     assert!(proxy.metric("icpgate_sniff_total{outcome=\"tls\"}") >= 24.0);
-    assert!(proxy.metric("icpgate_decisions_total{decision=\"allow\",protocol=\"tls\",reason=\"filed\"}") >= 20.0);
+    assert!(
+        proxy.metric(
+            "icpgate_decisions_total{decision=\"allow\",protocol=\"tls\",reason=\"filed\"}"
+        ) >= 20.0
+    );
 }
 
 #[test]
 fn blocked_sni_is_reset_and_nothing_forwarded() {
     let up = Recorder::start(None);
     let proxy = Proxy::start(up.addr, "\"127.0.0.0/8\"", "");
-    for names in [&["unknown.cn"][..], &["example.net"], &["evilexample.com.cn"], &["a.com", "b.com"], &["example.com.cn", "example.com.cn"], &["bad name.cn"]] {
+    for names in [
+        &["unknown.cn"][..],
+        &["example.net"],
+        &["evilexample.com.cn"],
+        &["a.com", "b.com"],
+        &["example.com.cn", "example.com.cn"],
+        &["bad name.cn"],
+    ] {
         let hello = client_hello(names);
         let mut s = send(&proxy, &hello, 3);
         assert!(closed_by_peer(&mut s), "{names:?} not closed");
     }
-    assert!(up.quiet(Duration::from_millis(500)), "a blocked hello reached the upstream");
+    assert!(
+        up.quiet(Duration::from_millis(500)),
+        "a blocked hello reached the upstream"
+    );
     assert_eq!(proxy.metric("icpgate_decisions_total{decision=\"block\",protocol=\"tls\",reason=\"ambiguous_host\"}"), 2.0);
     assert_eq!(proxy.metric("icpgate_decisions_total{decision=\"block\",protocol=\"tls\",reason=\"no_access_record\"}"), 1.0);
-    assert_eq!(proxy.metric("icpgate_decisions_total{decision=\"block\",protocol=\"tls\",reason=\"unfiled\"}"), 3.0);
+    assert_eq!(
+        proxy.metric(
+            "icpgate_decisions_total{decision=\"block\",protocol=\"tls\",reason=\"unfiled\"}"
+        ),
+        3.0
+    );
 }
 
 #[test]
@@ -89,31 +111,54 @@ fn page_mode_finishes_handshake_and_serves_block_page() {
     #[derive(Debug)]
     struct AnyCert;
     impl rustls::client::danger::ServerCertVerifier for AnyCert {
-        fn verify_server_cert(&self, _: &rustls::pki_types::CertificateDer<'_>, _: &[rustls::pki_types::CertificateDer<'_>], _: &rustls::pki_types::ServerName<'_>, _: &[u8], _: rustls::pki_types::UnixTime) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         }
-        fn verify_tls12_signature(&self, _: &[u8], _: &rustls::pki_types::CertificateDer<'_>, _: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
-        fn verify_tls13_signature(&self, _: &[u8], _: &rustls::pki_types::CertificateDer<'_>, _: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("unknown.cn").unwrap();
     let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
     let mut sock = TcpStream::connect(proxy.addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: unknown.cn\r\nConnection: close\r\n\r\n").unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: unknown.cn\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut out = Vec::new();
     let _ = std::io::Read::read_to_end(&mut tls, &mut out);
     let resp = String::from_utf8_lossy(&out);
@@ -125,15 +170,25 @@ fn page_mode_finishes_handshake_and_serves_block_page() {
 #[test]
 fn stalled_partial_hello_is_closed_and_counted() {
     let up = Recorder::start(None);
-    let proxy = Proxy::start(up.addr, "\"127.0.0.0/8\"", "[limits]\nheader_timeout_ms = 300\n");
+    let proxy = Proxy::start(
+        up.addr,
+        "\"127.0.0.0/8\"",
+        "[limits]\nheader_timeout_ms = 300\n",
+    );
     let hello = fixture("chromium_pq.bin");
     // Stop inside the extensions: must never be read as "no SNI".
     let mut s = send(&proxy, &hello[..hello.len() - 40], 4096);
     let t = std::time::Instant::now();
     assert!(closed_by_peer(&mut s));
-    assert!(t.elapsed() >= Duration::from_millis(250), "closed before the header timeout");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "closed before the header timeout"
+    );
     assert!(up.quiet(Duration::from_millis(300)));
-    assert_eq!(proxy.metric("icpgate_sniff_total{outcome=\"incomplete\"}"), 1.0);
+    assert_eq!(
+        proxy.metric("icpgate_sniff_total{outcome=\"incomplete\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -142,17 +197,24 @@ fn outside_mainland_passes_untouched() {
     // Loopback is not in the mainland ranges here.
     let proxy = Proxy::start(up.addr, "\"192.0.2.0/24\"", "");
     let hello = client_hello(&["unknown.cn"]);
-    let mut s = send(&proxy, &hello, 4096);
+    let s = send(&proxy, &hello, 4096);
     s.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(up.next().unwrap(), hello);
     assert!(proxy.metric("icpgate_decisions_total{decision=\"pass\",protocol=\"other\",reason=\"outside_mainland\"}") >= 1.0);
-    assert_eq!(proxy.metric("icpgate_decisions_total{decision=\"block\""), 0.0);
+    assert_eq!(
+        proxy.metric("icpgate_decisions_total{decision=\"block\""),
+        0.0
+    );
 }
 
 #[test]
 fn server_first_protocol_gets_its_banner() {
     let up = Recorder::start(Some(b"220 smtp.example ESMTP\r\n"));
-    let proxy = Proxy::start(up.addr, "\"127.0.0.0/8\"", "[limits]\nserver_first_wait_ms = 100\n");
+    let proxy = Proxy::start(
+        up.addr,
+        "\"127.0.0.0/8\"",
+        "[limits]\nserver_first_wait_ms = 100\n",
+    );
     let mut s = TcpStream::connect(proxy.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 64];
@@ -161,7 +223,10 @@ fn server_first_protocol_gets_its_banner() {
     s.write_all(b"EHLO x\r\n").unwrap();
     let n = std::io::Read::read(&mut s, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"EHLO x\r\n");
-    assert_eq!(proxy.metric("icpgate_sniff_total{outcome=\"nothing\"}"), 1.0);
+    assert_eq!(
+        proxy.metric("icpgate_sniff_total{outcome=\"nothing\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -172,7 +237,11 @@ fn other_protocols_follow_ip_access_policy() {
     s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(up.next().unwrap(), b"SSH-2.0-OpenSSH_9.6\r\n");
-    let blocking = Proxy::start(up.addr, "\"127.0.0.0/8\"", "[policy]\nip_access = \"block\"\n");
+    let blocking = Proxy::start(
+        up.addr,
+        "\"127.0.0.0/8\"",
+        "[policy]\nip_access = \"block\"\n",
+    );
     let mut s = TcpStream::connect(blocking.addr).unwrap();
     s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").unwrap();
     assert!(closed_by_peer(&mut s));

@@ -42,14 +42,19 @@ pub fn client(fwmark: Option<u32>, connect_timeout: Duration) -> Client {
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(b.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 fn simple(status: StatusCode, reason: Option<Reason>) -> Response<Body> {
     let mut r = Response::new(full(format!("{}\n", status)));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(CONNECTION, HeaderValue::from_static("close"));
     if let Some(reason) = reason {
@@ -84,10 +89,16 @@ pub fn block_parts(
     });
     let status = StatusCode::from_u16(shared.page.status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut h = hyper::HeaderMap::new();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(CONNECTION, HeaderValue::from_static("close"));
-    h.insert(REASON_HEADER, HeaderValue::from_static(block.reason.as_str()));
+    h.insert(
+        REASON_HEADER,
+        HeaderValue::from_static(block.reason.as_str()),
+    );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-icpgate-request-id", v);
     }
@@ -188,7 +199,12 @@ async fn handle(shared: &Shared, info: &ConnInfo, req: Request<Incoming>) -> Res
     forward(shared, info, req).await
 }
 
-fn blocked_early(shared: &Shared, info: &ConnInfo, started: Instant, reason: Reason) -> Response<Body> {
+fn blocked_early(
+    shared: &Shared,
+    info: &ConnInfo,
+    started: Instant,
+    reason: Reason,
+) -> Response<Body> {
     let d = Decision {
         action: Action::Block,
         reason,
@@ -204,7 +220,15 @@ async fn forward(shared: &Shared, info: &ConnInfo, mut req: Request<Incoming>) -
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_owned();
-    let uri = format!("http://{}{}", info.upstream.addr, if pq.starts_with('/') { pq.as_str() } else { "/" });
+    let uri = format!(
+        "http://{}{}",
+        info.upstream.addr,
+        if pq.starts_with('/') {
+            pq.as_str()
+        } else {
+            "/"
+        }
+    );
     match uri.parse::<Uri>() {
         Ok(u) => *req.uri_mut() = u,
         Err(_) => return simple(StatusCode::BAD_REQUEST, None),

@@ -57,7 +57,9 @@ pub struct ListenerCtx {
 
 impl std::fmt::Debug for ListenerCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ListenerCtx").field("label", &self.label).finish()
+        f.debug_struct("ListenerCtx")
+            .field("label", &self.label)
+            .finish()
     }
 }
 
@@ -102,7 +104,14 @@ fn now_unix() -> i64 {
 }
 
 /// Record a decision: metrics, latency, top-blocked, rate-limited log.
-pub fn record(shared: &Shared, proto: Proto, d: &Decision<'_>, host: &str, info: &ConnInfo, started: Instant) {
+pub fn record(
+    shared: &Shared,
+    proto: Proto,
+    d: &Decision<'_>,
+    host: &str,
+    info: &ConnInfo,
+    started: Instant,
+) {
     shared.metrics.decision(proto, d.action, d.reason);
     shared
         .metrics
@@ -115,7 +124,12 @@ pub fn record(shared: &Shared, proto: Proto, d: &Decision<'_>, host: &str, info:
 }
 
 /// Handle one accepted connection to the end.
-pub async fn handle(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, stream: TcpStream, peer: SocketAddr) {
+pub async fn handle(
+    shared: Arc<Shared>,
+    lctx: Arc<ListenerCtx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
     let local = match stream.local_addr() {
         Ok(a) => a,
@@ -141,7 +155,8 @@ pub async fn handle(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, stream: TcpStre
     let mut stream = stream;
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     let limits = &shared.limits;
-    let header_deadline = tokio::time::Instant::now() + Duration::from_millis(limits.header_timeout_ms);
+    let header_deadline =
+        tokio::time::Instant::now() + Duration::from_millis(limits.header_timeout_ms);
 
     if lctx.proxy_protocol {
         match read_proxy_header(&mut stream, &mut buf, header_deadline).await {
@@ -196,7 +211,14 @@ pub async fn handle(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, stream: TcpStre
                 return;
             }
             sniff::Kind::NeedMore => {
-                if let Err(e) = read_more(&mut stream, &mut buf, header_deadline, limits.max_sniff_bytes).await {
+                if let Err(e) = read_more(
+                    &mut stream,
+                    &mut buf,
+                    header_deadline,
+                    limits.max_sniff_bytes,
+                )
+                .await
+                {
                     count_early(&shared, &e);
                     return;
                 }
@@ -307,7 +329,12 @@ async fn passthrough(shared: &Shared, info: &ConnInfo, client: TcpStream, first:
 }
 
 /// Decide on a complete ClientHello's SNI.
-fn decide_tls<'s>(shared: &Shared, snap: &'s crate::snapshot::Snapshot, hello: &tls::Hello, dst: IpAddr) -> (Decision<'s>, String) {
+fn decide_tls<'s>(
+    shared: &Shared,
+    snap: &'s crate::snapshot::Snapshot,
+    hello: &tls::Hello,
+    dst: IpAddr,
+) -> (Decision<'s>, String) {
     let now = now_unix();
     let policy = &shared.policy;
     let blocked = |reason| Decision {
@@ -316,13 +343,19 @@ fn decide_tls<'s>(shared: &Shared, snap: &'s crate::snapshot::Snapshot, hello: &
         matched: None,
     };
     if hello.ech && shared.ech == EchPolicy::Block && policy.enforced(Some(dst)) {
-        let name = hello.sni.and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default();
+        let name = hello
+            .sni
+            .and_then(|s| s.as_str().map(str::to_owned))
+            .unwrap_or_default();
         return (blocked(Reason::Ech), name);
     }
     match hello.sni {
         None => (policy.decide_no_name(Some(dst)), String::new()),
         Some(sni) => match sni.as_str() {
-            None => (blocked(Reason::Unfiled), String::from_utf8_lossy(sni.as_bytes()).into_owned()),
+            None => (
+                blocked(Reason::Unfiled),
+                String::from_utf8_lossy(sni.as_bytes()).into_owned(),
+            ),
             Some(name) => {
                 let d = match hostname::canonicalize_bare(name) {
                     Ok(host) => policy.decide_host(snap, &host, Some(dst), now),
@@ -399,7 +432,10 @@ impl From<&Decision<'_>> for OwnedBlock {
     fn from(d: &Decision<'_>) -> Self {
         OwnedBlock {
             reason: d.reason,
-            icp: d.matched.map(|r| r.icp().to_owned()).filter(|s| !s.is_empty()),
+            icp: d
+                .matched
+                .map(|r| r.icp().to_owned())
+                .filter(|s| !s.is_empty()),
         }
     }
 }
@@ -456,7 +492,14 @@ async fn http_first(
                 return;
             }
             sniff::http::Parse::NeedMore => {
-                if let Err(e) = read_more(&mut stream, &mut buf, deadline, shared.limits.max_sniff_bytes).await {
+                if let Err(e) = read_more(
+                    &mut stream,
+                    &mut buf,
+                    deadline,
+                    shared.limits.max_sniff_bytes,
+                )
+                .await
+                {
                     count_early(&shared, &e);
                     return;
                 }

@@ -42,7 +42,7 @@ pub fn original_dst<S: AsRawFd>(sock: &S, v6: bool) -> io::Result<SocketAddr> {
                     a.sin6_scope_id,
                 )))
             }
-            _ => Err(io::Error::new(io::ErrorKind::Other, "unknown address family")),
+            _ => Err(io::Error::other("unknown address family")),
         }
     }
 }

@@ -28,7 +28,11 @@ impl Upstream {
     }
 }
 
-pub async fn connect(addr: SocketAddr, fwmark: Option<u32>, timeout: Duration) -> io::Result<TcpStream> {
+pub async fn connect(
+    addr: SocketAddr,
+    fwmark: Option<u32>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let sock = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -65,13 +69,15 @@ impl tower_service::Service<Uri> for Connector {
         let fwmark = self.fwmark;
         let timeout = self.timeout;
         Box::pin(async move {
-            let auth = uri
-                .authority()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no upstream address"))?;
-            let addr: SocketAddr = auth
-                .as_str()
-                .parse()
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "upstream is not a socket address"))?;
+            let auth = uri.authority().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "no upstream address")
+            })?;
+            let addr: SocketAddr = auth.as_str().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "upstream is not a socket address",
+                )
+            })?;
             connect(addr, fwmark, timeout).await.map(TokioIo::new)
         })
     }

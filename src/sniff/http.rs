@@ -76,7 +76,9 @@ pub fn request_host_parts<'a>(
             }
             Ok(Some(t))
         }
-        (Some(t), None) => Ok(Some(hostname::canonicalize(t).map_err(|_| Reason::BadHost)?)),
+        (Some(t), None) => Ok(Some(
+            hostname::canonicalize(t).map_err(|_| Reason::BadHost)?,
+        )),
         (None, Some(h)) => Ok(Some(h)),
         (None, None) if http10 => Ok(None),
         // RFC 9112 §3.2: an HTTP/1.1 request without Host.
@@ -162,22 +164,61 @@ mod tests {
 
     #[test]
     fn rules() {
-        assert_eq!(host("GET / HTTP/1.1\r\nHost: A.com\r\n\r\n"), Ok(Some("a.com".into())));
-        assert_eq!(host("GET / HTTP/1.1\r\nhOsT:a.com.:8080\r\n\r\n"), Ok(Some("a.com".into())));
-        assert_eq!(host("GET / HTTP/1.1\r\nHost: \t a.com \t\r\n\r\n"), Ok(Some("a.com".into())));
+        assert_eq!(
+            host("GET / HTTP/1.1\r\nHost: A.com\r\n\r\n"),
+            Ok(Some("a.com".into()))
+        );
+        assert_eq!(
+            host("GET / HTTP/1.1\r\nhOsT:a.com.:8080\r\n\r\n"),
+            Ok(Some("a.com".into()))
+        );
+        assert_eq!(
+            host("GET / HTTP/1.1\r\nHost: \t a.com \t\r\n\r\n"),
+            Ok(Some("a.com".into()))
+        );
         assert_eq!(host("GET / HTTP/1.0\r\n\r\n"), Ok(None));
         assert_eq!(host("GET / HTTP/1.1\r\n\r\n"), Err(Reason::AmbiguousHost));
-        assert_eq!(host("GET / HTTP/1.1\r\nHost: a.com\r\nHost: a.com\r\n\r\n"), Err(Reason::AmbiguousHost));
-        assert_eq!(host("GET http://b.com/x HTTP/1.1\r\nHost: a.com\r\n\r\n"), Err(Reason::AmbiguousHost));
-        assert_eq!(host("GET http://A.com:80/x HTTP/1.1\r\nHost: a.com\r\n\r\n"), Ok(Some("a.com".into())));
-        assert_eq!(host("GET http://a.com/x HTTP/1.0\r\n\r\n"), Ok(Some("a.com".into())));
-        assert_eq!(host("CONNECT a.com:443 HTTP/1.1\r\nHost: a.com:443\r\n\r\n"), Ok(Some("a.com".into())));
-        assert_eq!(host("GET http://u@a.com/ HTTP/1.1\r\nHost: a.com\r\n\r\n"), Err(Reason::BadHost));
-        assert_eq!(host("GET / HTTP/1.1\r\nHost: a b.com\r\n\r\n"), Err(Reason::BadHost));
-        assert_eq!(host("GET / HTTP/1.1\r\nHost: \r\n\r\n"), Err(Reason::BadHost));
-        assert_eq!(host("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"), Ok(Some("[::1]".into())));
+        assert_eq!(
+            host("GET / HTTP/1.1\r\nHost: a.com\r\nHost: a.com\r\n\r\n"),
+            Err(Reason::AmbiguousHost)
+        );
+        assert_eq!(
+            host("GET http://b.com/x HTTP/1.1\r\nHost: a.com\r\n\r\n"),
+            Err(Reason::AmbiguousHost)
+        );
+        assert_eq!(
+            host("GET http://A.com:80/x HTTP/1.1\r\nHost: a.com\r\n\r\n"),
+            Ok(Some("a.com".into()))
+        );
+        assert_eq!(
+            host("GET http://a.com/x HTTP/1.0\r\n\r\n"),
+            Ok(Some("a.com".into()))
+        );
+        assert_eq!(
+            host("CONNECT a.com:443 HTTP/1.1\r\nHost: a.com:443\r\n\r\n"),
+            Ok(Some("a.com".into()))
+        );
+        assert_eq!(
+            host("GET http://u@a.com/ HTTP/1.1\r\nHost: a.com\r\n\r\n"),
+            Err(Reason::BadHost)
+        );
+        assert_eq!(
+            host("GET / HTTP/1.1\r\nHost: a b.com\r\n\r\n"),
+            Err(Reason::BadHost)
+        );
+        assert_eq!(
+            host("GET / HTTP/1.1\r\nHost: \r\n\r\n"),
+            Err(Reason::BadHost)
+        );
+        assert_eq!(
+            host("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"),
+            Ok(Some("[::1]".into()))
+        );
         assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a.com\r\n"), Parse::NeedMore);
-        assert!(matches!(parse(b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n"), Parse::Invalid(_)));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n"),
+            Parse::Invalid(_)
+        ));
     }
 
     #[test]

@@ -19,7 +19,11 @@ old-portal.com,京ICP备10001234号-1,revoked,cancelled,,
 ";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Proxy {
@@ -36,7 +40,12 @@ impl Proxy {
         Self::start_with_table(upstream, mainland, extra, TABLE)
     }
 
-    pub fn start_with_table(upstream: SocketAddr, mainland: &str, extra: &str, table: &str) -> Proxy {
+    pub fn start_with_table(
+        upstream: SocketAddr,
+        mainland: &str,
+        extra: &str,
+        table: &str,
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let table_path = dir.path().join("table.csv");
         std::fs::write(&table_path, table).unwrap();
@@ -100,7 +109,10 @@ addr = "127.0.0.1:{admin_port}"
 
     /// GET on the admin API; returns (status, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        http_raw(self.admin, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"))
+        http_raw(
+            self.admin,
+            &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
+        )
     }
 
     pub fn admin_post(&self, path: &str) -> (u16, String) {
@@ -150,7 +162,10 @@ pub fn read_to_end(s: &mut TcpStream) -> String {
 }
 
 pub fn status_of(resp: &str) -> u16 {
-    resp.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    resp.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
@@ -302,11 +317,16 @@ pub fn http_upstream() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     l.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let l = tokio::net::TcpListener::from_std(l).unwrap();
             loop {
-                let Ok((s, _)) = l.accept().await else { continue };
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
                         if req.headers().contains_key(hyper::header::UPGRADE) {
@@ -325,8 +345,10 @@ pub fn http_upstream() -> SocketAddr {
                             });
                             let mut r = Response::new(Full::new(Bytes::new()));
                             *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-                            r.headers_mut().insert(hyper::header::UPGRADE, "websocket".parse().unwrap());
-                            r.headers_mut().insert(hyper::header::CONNECTION, "upgrade".parse().unwrap());
+                            r.headers_mut()
+                                .insert(hyper::header::UPGRADE, "websocket".parse().unwrap());
+                            r.headers_mut()
+                                .insert(hyper::header::CONNECTION, "upgrade".parse().unwrap());
                             return Ok::<_, hyper::Error>(r);
                         }
                         let host = req
@@ -336,7 +358,10 @@ pub fn http_upstream() -> SocketAddr {
                             .unwrap_or_else(|| "-".into());
                         let path = req.uri().path().to_owned();
                         let body = req.into_body().collect().await?.to_bytes();
-                        let hex: String = sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+                        let hex: String = sha2::Sha256::digest(&body)
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect();
                         Ok(Response::new(Full::new(Bytes::from(format!(
                             "host={host} path={path} len={} sha256={hex}\n",
                             body.len()

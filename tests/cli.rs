@@ -153,3 +153,36 @@ fn validate_reports_line_numbers() {
         Some(2)
     );
 }
+
+#[test]
+fn reference_and_demo_configs_parse() {
+    for p in ["config/icpgate.reference.toml", "config/demo.toml", "config/icpgate.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
+        icpgate::config::Config::load(&path).unwrap_or_else(|e| panic!("{p}: {e}"));
+    }
+}
+
+#[test]
+fn bad_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "[table]\npath = \"x.csv\"\n[policy]\nip_acess = \"allow\"\n").unwrap();
+    let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ip_acess"), "{err}");
+    std::fs::write(&p, "[table]\npath = \"x.csv\"\n[block]\ntls = \"maybe\"\n").unwrap();
+    let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tls"));
+}
+
+#[test]
+fn run_without_a_table_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[[listener]]\naddr = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:1\"\n[table]\npath = \"/nonexistent/table.csv\"\n[admin]\naddr = \"127.0.0.1:0\"\n").unwrap();
+    let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no usable filing table"));
+}

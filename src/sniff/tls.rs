@@ -367,4 +367,86 @@ mod tests {
         ));
         assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), Parse::Invalid(_)));
     }
+
+    const FIXTURES: [(&str, &[u8], Option<&str>, bool); 6] = [
+        ("chromium_pq", include_bytes!("../../tests/fixtures/clienthello/chromium_pq.bin"), Some("www.example.com.cn"), true),
+        ("curl", include_bytes!("../../tests/fixtures/clienthello/curl.bin"), Some("www.example.com.cn"), false),
+        ("openssl", include_bytes!("../../tests/fixtures/clienthello/openssl.bin"), Some("shop.example.net"), false),
+        ("openssl_nosni", include_bytes!("../../tests/fixtures/clienthello/openssl_nosni.bin"), None, false),
+        ("openssl_tls12", include_bytes!("../../tests/fixtures/clienthello/openssl_tls12.bin"), Some("www.example.com.cn"), false),
+        ("python", include_bytes!("../../tests/fixtures/clienthello/python.bin"), Some("xn--fsqu00a.xn--fiqs8s"), false),
+    ];
+
+    fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in hello[5..].chunks(chunk) {
+            out.extend_from_slice(&[22, hello[1], hello[2]]);
+            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// SNI according to tls-parser, the independent oracle.
+    fn oracle_sni(hello: &[u8]) -> Option<String> {
+        use tls_parser::{parse_tls_extensions, parse_tls_plaintext, TlsExtension, TlsMessage, TlsMessageHandshake};
+        let (_, rec) = parse_tls_plaintext(hello).unwrap();
+        let TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)) = &rec.msg[0] else {
+            panic!("not a ClientHello")
+        };
+        let (_, exts) = parse_tls_extensions(ch.ext.unwrap_or(&[])).unwrap();
+        exts.iter().find_map(|e| match e {
+            TlsExtension::SNI(list) => Some(String::from_utf8(list[0].1.to_vec()).unwrap()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn real_client_hellos_every_prefix_and_reframed() {
+        for (name, hello, sni, ech) in FIXTURES {
+            assert_eq!(oracle_sni(hello).as_deref(), sni, "{name}: oracle disagrees with the manifest");
+            for framing in [hello.to_vec(), reframe(hello, 1), reframe(hello, 100), reframe(hello, hello.len() / 3 + 1)] {
+                // Every strict prefix is incomplete: never "no SNI".
+                for i in 0..framing.len() {
+                    assert_eq!(parse(&framing[..i]), Parse::NeedMore, "{name}: prefix {i}/{}", framing.len());
+                }
+                match parse(&framing) {
+                    Parse::Found(h) => {
+                        assert_eq!(h.sni.and_then(|s| s.as_str().map(str::to_owned)).as_deref(), sni, "{name}");
+                        assert_eq!(h.ech, ech, "{name}");
+                        assert_eq!(h.len, framing.len(), "{name}");
+                    }
+                    other => panic!("{name}: {other:?}"),
+                }
+                // Bytes after the hello do not change the answer.
+                let mut more = framing.clone();
+                more.extend_from_slice(&[0x14, 3, 3, 0, 1, 1]);
+                assert!(matches!(parse(&more), Parse::Found(h) if h.len == framing.len()), "{name}");
+            }
+        }
+        // The post-quantum hello is the big one.
+        assert!(FIXTURES[0].1.len() > 1900);
+    }
+
+    #[test]
+    fn corrupted_hellos_are_invalid_not_unnamed() {
+        let hello = FIXTURES[0].1;
+        // A record that is not handshake in the middle of a reframed hello.
+        let mut framed = reframe(hello, 500);
+        framed[505] = 23;
+        assert!(matches!(parse(&framed), Parse::Invalid(_)));
+        // Extensions length off by one.
+        let mut bad = hello.to_vec();
+        let l = bad.len();
+        bad[l - 1] ^= 0xff;
+        let _ = parse(&bad); // must not panic; content may or may not be valid
+        // Handshake type not ClientHello.
+        let mut sh = hello.to_vec();
+        sh[5] = 2;
+        assert!(matches!(parse(&sh), Parse::Invalid(_)));
+        // Oversized declared length.
+        let mut big = hello.to_vec();
+        big[6] = 0xff;
+        assert!(matches!(parse(&big), Parse::Invalid(_)));
+    }
 }

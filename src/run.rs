@@ -262,6 +262,8 @@ async fn accept_loop(
     let active = m.connections_active.with_label_values(&[&lctx.label]);
     let total = m.connections_total.with_label_values(&[&lctx.label]);
     let rejected = m.connections_rejected.with_label_values(&[&lctx.label]);
+    // Export the series at 0 from the start (alerts use rate()).
+    m.upstream_errors.with_label_values(&[&lctx.label]);
     loop {
         let accepted: std::io::Result<(TcpStream, SocketAddr)> = tokio::select! {
             r = listener.accept() => r,

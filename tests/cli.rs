@@ -156,7 +156,11 @@ fn validate_reports_line_numbers() {
 
 #[test]
 fn reference_and_demo_configs_parse() {
-    for p in ["config/icpgate.reference.toml", "config/demo.toml", "config/icpgate.toml"] {
+    for p in [
+        "config/icpgate.reference.toml",
+        "config/demo.toml",
+        "config/icpgate.toml",
+    ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(p);
         icpgate::config::Config::load(&path).unwrap_or_else(|e| panic!("{p}: {e}"));
     }
@@ -166,7 +170,11 @@ fn reference_and_demo_configs_parse() {
 fn bad_config_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    std::fs::write(&p, "[table]\npath = \"x.csv\"\n[policy]\nip_acess = \"allow\"\n").unwrap();
+    std::fs::write(
+        &p,
+        "[table]\npath = \"x.csv\"\n[policy]\nip_acess = \"allow\"\n",
+    )
+    .unwrap();
     let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);

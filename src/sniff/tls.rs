@@ -369,12 +369,42 @@ mod tests {
     }
 
     const FIXTURES: [(&str, &[u8], Option<&str>, bool); 6] = [
-        ("chromium_pq", include_bytes!("../../tests/fixtures/clienthello/chromium_pq.bin"), Some("www.example.com.cn"), true),
-        ("curl", include_bytes!("../../tests/fixtures/clienthello/curl.bin"), Some("www.example.com.cn"), false),
-        ("openssl", include_bytes!("../../tests/fixtures/clienthello/openssl.bin"), Some("shop.example.net"), false),
-        ("openssl_nosni", include_bytes!("../../tests/fixtures/clienthello/openssl_nosni.bin"), None, false),
-        ("openssl_tls12", include_bytes!("../../tests/fixtures/clienthello/openssl_tls12.bin"), Some("www.example.com.cn"), false),
-        ("python", include_bytes!("../../tests/fixtures/clienthello/python.bin"), Some("xn--fsqu00a.xn--fiqs8s"), false),
+        (
+            "chromium_pq",
+            include_bytes!("../../tests/fixtures/clienthello/chromium_pq.bin"),
+            Some("www.example.com.cn"),
+            true,
+        ),
+        (
+            "curl",
+            include_bytes!("../../tests/fixtures/clienthello/curl.bin"),
+            Some("www.example.com.cn"),
+            false,
+        ),
+        (
+            "openssl",
+            include_bytes!("../../tests/fixtures/clienthello/openssl.bin"),
+            Some("shop.example.net"),
+            false,
+        ),
+        (
+            "openssl_nosni",
+            include_bytes!("../../tests/fixtures/clienthello/openssl_nosni.bin"),
+            None,
+            false,
+        ),
+        (
+            "openssl_tls12",
+            include_bytes!("../../tests/fixtures/clienthello/openssl_tls12.bin"),
+            Some("www.example.com.cn"),
+            false,
+        ),
+        (
+            "python",
+            include_bytes!("../../tests/fixtures/clienthello/python.bin"),
+            Some("xn--fsqu00a.xn--fiqs8s"),
+            false,
+        ),
     ];
 
     fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
@@ -389,7 +419,10 @@ mod tests {
 
     /// SNI according to tls-parser, the independent oracle.
     fn oracle_sni(hello: &[u8]) -> Option<String> {
-        use tls_parser::{parse_tls_extensions, parse_tls_plaintext, TlsExtension, TlsMessage, TlsMessageHandshake};
+        use tls_parser::{
+            parse_tls_extensions, parse_tls_plaintext, TlsExtension, TlsMessage,
+            TlsMessageHandshake,
+        };
         let (_, rec) = parse_tls_plaintext(hello).unwrap();
         let TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)) = &rec.msg[0] else {
             panic!("not a ClientHello")
@@ -404,15 +437,33 @@ mod tests {
     #[test]
     fn real_client_hellos_every_prefix_and_reframed() {
         for (name, hello, sni, ech) in FIXTURES {
-            assert_eq!(oracle_sni(hello).as_deref(), sni, "{name}: oracle disagrees with the manifest");
-            for framing in [hello.to_vec(), reframe(hello, 1), reframe(hello, 100), reframe(hello, hello.len() / 3 + 1)] {
+            assert_eq!(
+                oracle_sni(hello).as_deref(),
+                sni,
+                "{name}: oracle disagrees with the manifest"
+            );
+            for framing in [
+                hello.to_vec(),
+                reframe(hello, 1),
+                reframe(hello, 100),
+                reframe(hello, hello.len() / 3 + 1),
+            ] {
                 // Every strict prefix is incomplete: never "no SNI".
                 for i in 0..framing.len() {
-                    assert_eq!(parse(&framing[..i]), Parse::NeedMore, "{name}: prefix {i}/{}", framing.len());
+                    assert_eq!(
+                        parse(&framing[..i]),
+                        Parse::NeedMore,
+                        "{name}: prefix {i}/{}",
+                        framing.len()
+                    );
                 }
                 match parse(&framing) {
                     Parse::Found(h) => {
-                        assert_eq!(h.sni.and_then(|s| s.as_str().map(str::to_owned)).as_deref(), sni, "{name}");
+                        assert_eq!(
+                            h.sni.and_then(|s| s.as_str().map(str::to_owned)).as_deref(),
+                            sni,
+                            "{name}"
+                        );
                         assert_eq!(h.ech, ech, "{name}");
                         assert_eq!(h.len, framing.len(), "{name}");
                     }
@@ -421,7 +472,10 @@ mod tests {
                 // Bytes after the hello do not change the answer.
                 let mut more = framing.clone();
                 more.extend_from_slice(&[0x14, 3, 3, 0, 1, 1]);
-                assert!(matches!(parse(&more), Parse::Found(h) if h.len == framing.len()), "{name}");
+                assert!(
+                    matches!(parse(&more), Parse::Found(h) if h.len == framing.len()),
+                    "{name}"
+                );
             }
         }
         // The post-quantum hello is the big one.
@@ -440,7 +494,7 @@ mod tests {
         let l = bad.len();
         bad[l - 1] ^= 0xff;
         let _ = parse(&bad); // must not panic; content may or may not be valid
-        // Handshake type not ClientHello.
+                             // Handshake type not ClientHello.
         let mut sh = hello.to_vec();
         sh[5] = 2;
         assert!(matches!(parse(&sh), Parse::Invalid(_)));

@@ -46,6 +46,19 @@ impl Proxy {
         extra: &str,
         table: &str,
     ) -> Proxy {
+        Self::start_full(upstream, mainland, "", "", extra, table)
+    }
+
+    /// `table_keys` / `admin_keys` are added to the `[table]` / `[admin]`
+    /// sections the harness writes.
+    pub fn start_full(
+        upstream: SocketAddr,
+        mainland: &str,
+        table_keys: &str,
+        admin_keys: &str,
+        extra: &str,
+        table: &str,
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let table_path = dir.path().join("table.csv");
         std::fs::write(&table_path, table).unwrap();
@@ -63,15 +76,26 @@ mainland = [{mainland}]
 
 [table]
 path = "{table}"
-watch_interval_ms = 100
+{table_keys}
 
 [admin]
 addr = "127.0.0.1:{admin_port}"
+{admin_keys}
 
 {extra}
 "#,
-            table = table_path.display()
+            table = table_path.display(),
+            table_keys = "{table_keys}",
+            admin_keys = "{admin_keys}",
         );
+        let table_keys = if table_keys.is_empty() {
+            "watch_interval_ms = 100"
+        } else {
+            table_keys
+        };
+        let cfg = cfg
+            .replace("{table_keys}", table_keys)
+            .replace("{admin_keys}", admin_keys);
         let cfg_path = dir.path().join("icpgate.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_icpgate"))
@@ -116,10 +140,18 @@ addr = "127.0.0.1:{admin_port}"
     }
 
     pub fn admin_post(&self, path: &str) -> (u16, String) {
+        self.admin_post_auth(path, "")
+    }
+
+    pub fn admin_post_auth(&self, path: &str, extra_headers: &str) -> (u16, String) {
         http_raw(
             self.admin,
-            &format!("POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            &format!("POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n{extra_headers}Connection: close\r\n\r\n"),
         )
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     pub fn metric(&self, line_prefix: &str) -> f64 {

@@ -282,3 +282,43 @@ fn malformed_and_stalled_heads() {
     let _ = big.write_all(format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(40_000)).as_bytes());
     assert!(closed_by_peer(&mut big));
 }
+
+#[test]
+fn leading_empty_lines_do_not_hide_a_request() {
+    // Servers skip empty lines before a request line; so must the sniffer.
+    let p = proxy();
+    let (s, r) = http_raw(
+        p.addr,
+        "\r\n\r\nGET /x HTTP/1.1\r\nHost: unknown.cn\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(s, 403, "{r}");
+    let (s, r) = http_raw(
+        p.addr,
+        "\nGET /x HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(s, 200, "{r}");
+    // A lowercase method is still HTTP and still decided.
+    let (s, r) = http_raw(
+        p.addr,
+        "get /x HTTP/1.1\r\nHost: unknown.cn\r\nConnection: close\r\n\r\n",
+    );
+    assert!(s == 403 || s == 400, "{r}");
+    assert!(!r.contains("path=/x"));
+}
+
+#[test]
+fn h2c_upgrade_and_prior_knowledge_cannot_escape() {
+    let p = proxy();
+    // The h2c offer is removed: the request is answered in HTTP/1.1.
+    let (s, r) = http_raw(
+        p.addr,
+        "GET /u HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: Upgrade, HTTP2-Settings\r\nConnection: close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    );
+    assert_eq!(s, 200, "{r}");
+    assert!(r.contains("path=/u"));
+    // HTTP/2 with prior knowledge cannot be decided per request: refused.
+    let mut st = TcpStream::connect(p.addr).unwrap();
+    st.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    let resp = read_to_end(&mut st);
+    assert!(resp.is_empty() || status_of(&resp) == 400, "{resp}");
+}

@@ -214,7 +214,45 @@ fn blocked_early(
     simple(StatusCode::BAD_REQUEST, Some(reason))
 }
 
+/// An `Upgrade: h2c` would turn the connection into HTTP/2, whose streams
+/// can name any authority without another decision. The upgrade offer is
+/// removed (the server answers in HTTP/1.1, as RFC 9113 §3.1 clients must
+/// accept) — the one header rewrite icpgate does on its own.
+fn strip_h2c_upgrade(headers: &mut hyper::HeaderMap) {
+    use hyper::header::UPGRADE;
+    let h2c = headers.get_all(UPGRADE).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("h2c")))
+            .unwrap_or(true)
+    });
+    if !h2c {
+        return;
+    }
+    headers.remove(UPGRADE);
+    headers.remove("http2-settings");
+    let kept: Vec<String> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("upgrade")
+                && !t.eq_ignore_ascii_case("http2-settings")
+                && !t.is_empty()
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(CONNECTION);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
+            headers.insert(CONNECTION, v);
+        }
+    }
+}
+
 async fn forward(shared: &Shared, info: &ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
+    strip_h2c_upgrade(req.headers_mut());
     let pq = req
         .uri()
         .path_and_query()

@@ -18,23 +18,49 @@ pub enum Looks {
     NeedMore,
 }
 
-/// A request line starts with a method token (uppercase letters here: every
-/// registered method) and a space. Only this shape is treated as HTTP; an
-/// HTTP-shaped head that then fails to parse is invalid (closed), never
-/// waved through as "other".
+/// Longest first line we wait for before deciding it is not HTTP.
+pub const MAX_REQUEST_LINE: usize = 8192;
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Is this the start of an HTTP/1.x request? Leading empty lines are
+/// skipped (servers ignore them, RFC 9112 §2.2, so an attacker could use
+/// them to look like "not HTTP"). A first line `token SP ... SP HTTP/x.y`
+/// (any case, CRLF or bare LF) is HTTP; such a head that then fails to
+/// parse is invalid and closed, never waved through as "other". A first line
+/// of another shape (SSH banners, Redis inline commands, HTTP/0.9 without a
+/// version, which names no host) is not HTTP.
 pub fn looks_like_http(buf: &[u8]) -> Looks {
-    const MAX_METHOD: usize = 20;
-    for (i, &b) in buf.iter().enumerate().take(MAX_METHOD + 1) {
-        match b {
-            b'A'..=b'Z' => {}
-            b' ' if i > 0 => return Looks::Yes,
-            _ => return Looks::No,
+    let start = buf
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let method_len = rest.iter().take_while(|b| is_tchar(**b)).count();
+    match rest.get(method_len) {
+        None if start < MAX_REQUEST_LINE && rest.len() < MAX_REQUEST_LINE => {
+            return Looks::NeedMore
         }
+        None => return Looks::No,
+        Some(b' ') if method_len > 0 => {}
+        Some(_) => return Looks::No,
     }
-    if buf.len() > MAX_METHOD {
-        Looks::No
+    let Some(eol) = rest.iter().position(|b| *b == b'\n') else {
+        return if rest.len() < MAX_REQUEST_LINE {
+            Looks::NeedMore
+        } else {
+            Looks::No
+        };
+    };
+    let line = &rest[..eol];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|b| *b == b' ').next().unwrap_or(b"");
+    if version.len() >= 5 && version[..5].eq_ignore_ascii_case(b"HTTP/") {
+        Looks::Yes
     } else {
-        Looks::NeedMore
+        Looks::No
     }
 }
 
@@ -223,11 +249,19 @@ mod tests {
 
     #[test]
     fn looks() {
-        assert_eq!(looks_like_http(b"GET / HTTP/1.1"), Looks::Yes);
+        assert_eq!(looks_like_http(b"GET / HTTP/1.1\r\n"), Looks::Yes);
+        assert_eq!(looks_like_http(b"GET / HTTP/1.1"), Looks::NeedMore);
+        assert_eq!(looks_like_http(b"\r\n\r\nGET / HTTP/1.1\r\n"), Looks::Yes);
+        assert_eq!(looks_like_http(b"get / http/1.0\n"), Looks::Yes);
+        assert_eq!(looks_like_http(b"PRI * HTTP/2.0\r\n"), Looks::Yes);
         assert_eq!(looks_like_http(b"GE"), Looks::NeedMore);
         assert_eq!(looks_like_http(b""), Looks::NeedMore);
-        assert_eq!(looks_like_http(b"SSH-2.0-OpenSSH"), Looks::No);
+        assert_eq!(looks_like_http(b"\r\n"), Looks::NeedMore);
+        assert_eq!(looks_like_http(b"SSH-2.0-OpenSSH_9.6\r\n"), Looks::No);
+        assert_eq!(looks_like_http(b"SET k v\r\n"), Looks::No);
+        assert_eq!(looks_like_http(b"GET /\r\n"), Looks::No);
         assert_eq!(looks_like_http(b"\x16\x03\x01"), Looks::No);
         assert_eq!(looks_like_http(b" GET"), Looks::No);
+        assert_eq!(looks_like_http(&[b'A'; MAX_REQUEST_LINE + 1]), Looks::No);
     }
 }

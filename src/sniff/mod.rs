@@ -17,6 +17,8 @@ pub fn classify(buf: &[u8]) -> Kind {
     match buf.first() {
         None => Kind::NeedMore,
         Some(&b) if tls::looks_like_tls(b) => Kind::Tls,
+        // An SSLv2-compatible ClientHello carries no SNI: R3 like any other
+        // protocol without a name (handled as Other).
         Some(_) => match http::looks_like_http(buf) {
             http::Looks::Yes => Kind::Http,
             http::Looks::No => Kind::Other,

@@ -1,0 +1,86 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Connection limit and graceful shutdown of the real binary.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn connection_limit_rejects_and_counts() {
+    let up = Recorder::start(None);
+    let p = Proxy::start(
+        up.addr,
+        "\"127.0.0.0/8\"",
+        "[limits]\nmax_connections = 2\n",
+    );
+    std::thread::sleep(Duration::from_millis(700)); // readiness probes drained
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(p.addr).unwrap();
+        s.write_all(b"SSH-2.0-x\r\n").unwrap();
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(p.addr).unwrap();
+    assert!(closed_by_peer(&mut third));
+    assert!(p.metric("icpgate_connections_rejected_total{listener=\"test\"}") >= 1.0);
+    assert_eq!(
+        p.metric("icpgate_connections_active{listener=\"test\"}"),
+        2.0
+    );
+    drop(held);
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    // An upstream that answers after 800 ms.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                std::thread::sleep(Duration::from_millis(800));
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow",
+                );
+            });
+        }
+    });
+    let mut p = Proxy::start(up, "\"127.0.0.0/8\"", "[limits]\ndrain_secs = 10\n");
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(p.pid(), libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(200));
+    // No new connections once draining.
+    assert!(
+        TcpStream::connect(p.addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    let resp = read_to_end(&mut s);
+    assert!(
+        resp.ends_with("slow"),
+        "in-flight request was cut: {resp:?}"
+    );
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -20,7 +20,6 @@ use super::upstream::Connector;
 use super::{record, registrable_of, ConnInfo, OwnedBlock, Shared};
 use crate::block::{self, PageInput};
 use crate::decision::{rfc3339, Action, Decision, Reason};
-use crate::hostname::Host;
 use crate::metrics::Proto;
 use crate::sniff::http::request_host_parts;
 
@@ -161,40 +160,50 @@ async fn handle(shared: &Shared, info: &ConnInfo, req: Request<Incoming>) -> Res
     // Content-Length it has already dropped Content-Length (RFC 9112 §6.3),
     // so the framing we decide on is the framing the upstream receives
     // (tests/proxy_http.rs: conflicting_framing_cannot_smuggle).
-    let http10 = req.version() == Version::HTTP_10;
-    let authority = req.uri().authority().map(|a| a.as_str());
-    if let Some(scheme) = req.uri().scheme_str() {
-        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-            return blocked_early(shared, info, started, Reason::BadHost);
+    // Decide while borrowing the request (no allocation on the allow path;
+    // the snapshot guard is dropped before any `.await`).
+    let answered: Option<Response<Body>> = {
+        let http10 = req.version() == Version::HTTP_10;
+        let authority = req.uri().authority().map(|a| a.as_str());
+        let bad_scheme = req
+            .uri()
+            .scheme_str()
+            .is_some_and(|s| !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https"));
+        let mut hosts = req.headers().get_all(HOST).iter().map(|v| v.as_bytes());
+        match request_host_parts(authority, http10, &mut hosts) {
+            _ if bad_scheme => Some(blocked_early(shared, info, started, Reason::BadHost)),
+            Err(reason) => Some(blocked_early(shared, info, started, reason)),
+            Ok(host) => {
+                let snap = shared.table.load();
+                let now = crate::decision::now_unix();
+                let d: Decision<'_> = match &host {
+                    Some(h) => shared.policy.decide_host(&snap, h, Some(info.dst), now),
+                    None => shared.policy.decide_no_name(Some(info.dst)),
+                };
+                if d.action == Action::Block {
+                    let name = host.as_ref().map(|h| h.to_string()).unwrap_or_default();
+                    record(shared, Proto::Http, &d, &name, info, started);
+                    let block = OwnedBlock::from(&d);
+                    drop(snap);
+                    let raw_host = req
+                        .headers()
+                        .get(HOST)
+                        .and_then(|v| v.to_str().ok())
+                        .or(authority)
+                        .unwrap_or("");
+                    let registrable = host.as_ref().map(registrable_of).unwrap_or_default();
+                    let (status, headers, body) =
+                        block_parts(shared, raw_host, &registrable, &block);
+                    Some(response(status, headers, body))
+                } else {
+                    record(shared, Proto::Http, &d, "", info, started);
+                    None
+                }
+            }
         }
-    }
-    let mut hosts = req.headers().get_all(HOST).iter().map(|v| v.as_bytes());
-    let host = match request_host_parts(authority, http10, &mut hosts) {
-        Ok(h) => h.map(Host::into_owned),
-        Err(reason) => return blocked_early(shared, info, started, reason),
     };
-    let raw_host = req
-        .headers()
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .or(authority)
-        .unwrap_or("")
-        .to_owned();
-    let blocked: Option<(String, OwnedBlock)> = {
-        let snap = shared.table.load();
-        let now = crate::decision::now_unix();
-        let d: Decision<'_> = match &host {
-            Some(h) => shared.policy.decide_host(&snap, h, Some(info.dst), now),
-            None => shared.policy.decide_no_name(Some(info.dst)),
-        };
-        let name = host.as_ref().map(|h| h.to_string()).unwrap_or_default();
-        record(shared, Proto::Http, &d, &name, info, started);
-        (d.action == Action::Block).then(|| (name, OwnedBlock::from(&d)))
-    };
-    if let Some((_, block)) = blocked {
-        let registrable = host.as_ref().map(registrable_of).unwrap_or_default();
-        let (status, headers, body) = block_parts(shared, &raw_host, &registrable, &block);
-        return response(status, headers, body);
+    if let Some(r) = answered {
+        return r;
     }
     forward(shared, info, req).await
 }

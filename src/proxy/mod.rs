@@ -334,7 +334,7 @@ fn decide_tls<'s>(
     snap: &'s crate::snapshot::Snapshot,
     hello: &tls::Hello,
     dst: IpAddr,
-) -> (Decision<'s>, String) {
+) -> Decision<'s> {
     let now = now_unix();
     let policy = &shared.policy;
     let blocked = |reason| Decision {
@@ -343,27 +343,14 @@ fn decide_tls<'s>(
         matched: None,
     };
     if hello.ech && shared.ech == EchPolicy::Block && policy.enforced(Some(dst)) {
-        let name = hello
-            .sni
-            .and_then(|s| s.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        return (blocked(Reason::Ech), name);
+        return blocked(Reason::Ech);
     }
     match hello.sni {
-        None => (policy.decide_no_name(Some(dst)), String::new()),
-        Some(sni) => match sni.as_str() {
-            None => (
-                blocked(Reason::Unfiled),
-                String::from_utf8_lossy(sni.as_bytes()).into_owned(),
-            ),
-            Some(name) => {
-                let d = match hostname::canonicalize_bare(name) {
-                    Ok(host) => policy.decide_host(snap, &host, Some(dst), now),
-                    // R8: not a hostname → never allowed.
-                    Err(_) => blocked(Reason::Unfiled),
-                };
-                (d, name.to_owned())
-            }
+        None => policy.decide_no_name(Some(dst)),
+        Some(sni) => match sni.as_str().map(hostname::canonicalize_bare) {
+            Some(Ok(host)) => policy.decide_host(snap, &host, Some(dst), now),
+            // R8: not a hostname (or not UTF-8) → never allowed.
+            _ => blocked(Reason::Unfiled),
         },
     }
 }
@@ -407,16 +394,24 @@ async fn tls_conn(
     };
     shared.metrics.sniffed(Sniffed::Tls);
     let started = Instant::now();
-    let snap = shared.table.load_full();
-    let (d, name) = decide_tls(&shared, &snap, &hello, info.dst);
-    record(&shared, Proto::Tls, &d, &name, &info, started);
-    if d.action == Action::Block {
-        let owned = OwnedBlock::from(&d);
-        drop(snap);
-        tls_block_owned(&shared, stream, buf, &name, owned).await;
-    } else {
-        drop(snap);
-        passthrough(&shared, &info, stream, buf).await;
+    let blocked = {
+        let snap = shared.table.load();
+        let d = decide_tls(&shared, &snap, &hello, info.dst);
+        if d.action == Action::Block {
+            let name = hello
+                .sni
+                .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned())
+                .unwrap_or_default();
+            record(&shared, Proto::Tls, &d, &name, &info, started);
+            Some((name, OwnedBlock::from(&d)))
+        } else {
+            record(&shared, Proto::Tls, &d, "", &info, started);
+            None
+        }
+    };
+    match blocked {
+        Some((name, owned)) => tls_block_owned(&shared, stream, buf, &name, owned).await,
+        None => passthrough(&shared, &info, stream, buf).await,
     }
 }
 

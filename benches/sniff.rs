@@ -1,0 +1,48 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Sniffing cost: a real post-quantum ClientHello (in one record, and
+//! re-framed into 100-byte records), a curl hello, and a browser-like
+//! request head (classification, and the full parse with the Host rules).
+//!
+//!   cargo bench --bench sniff
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use icpgate::sniff::{self, http, tls};
+
+const CHROMIUM: &[u8] = include_bytes!("../tests/fixtures/clienthello/chromium_pq.bin");
+const CURL: &[u8] = include_bytes!("../tests/fixtures/clienthello/curl.bin");
+
+fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in hello[5..].chunks(chunk) {
+        out.extend_from_slice(&[22, hello[1], hello[2]]);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sniff");
+    g.bench_function("tls_chromium_pq_2022B", |b| {
+        b.iter(|| black_box(matches!(tls::parse(black_box(CHROMIUM)), tls::Parse::Found(_))))
+    });
+    g.bench_function("tls_curl_517B", |b| {
+        b.iter(|| black_box(matches!(tls::parse(black_box(CURL)), tls::Parse::Found(_))))
+    });
+    let framed = reframe(CHROMIUM, 100);
+    g.bench_function("tls_chromium_pq_21_records", |b| {
+        b.iter(|| black_box(matches!(tls::parse(black_box(&framed)), tls::Parse::Found(_))))
+    });
+    let head = b"GET /index.html?q=1 HTTP/1.1\r\nHost: www.example.com.cn\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: zh-CN,zh;q=0.9,en;q=0.8\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\n\r\n";
+    g.bench_function("classify_http", |b| {
+        b.iter(|| black_box(sniff::classify(black_box(head))))
+    });
+    g.bench_function("http_head_and_host", |b| {
+        b.iter(|| black_box(matches!(http::parse(black_box(head)), http::Parse::Found(_))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

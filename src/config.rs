@@ -294,6 +294,8 @@ pub struct LogConfig {
     pub format: String,
     /// Log each block decision (rate-limited).
     pub blocks: bool,
+    /// Level of the block lines: "error" | "warn" | "info" | "debug" | "trace".
+    pub blocks_level: String,
     /// At most this many block lines per second; the rest are counted.
     pub blocks_per_sec: u32,
 }
@@ -304,6 +306,7 @@ impl Default for LogConfig {
             level: "info".into(),
             format: "text".into(),
             blocks: true,
+            blocks_level: "info".into(),
             blocks_per_sec: 50,
         }
     }
@@ -347,6 +350,9 @@ impl Config {
         }
         if self.limits.max_sniff_bytes < 512 {
             return Err("[limits] max_sniff_bytes: at least 512".into());
+        }
+        if self.log.blocks_level.parse::<tracing::Level>().is_err() {
+            return Err("[log] blocks_level: error, warn, info, debug or trace".into());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err("[log] format: \"text\" or \"json\"".into());

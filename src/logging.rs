@@ -11,15 +11,17 @@ use crate::metrics::{Metrics, Proto};
 /// `icpgate_block_logs_suppressed_total`.
 pub struct BlockLog {
     enabled: bool,
+    level: tracing::Level,
     per_sec: u64,
     /// (second << 32) | count in that second
     window: AtomicU64,
 }
 
 impl BlockLog {
-    pub fn new(enabled: bool, per_sec: u32) -> Self {
+    pub fn new(enabled: bool, level: tracing::Level, per_sec: u32) -> Self {
         BlockLog {
             enabled,
+            level,
             per_sec: u64::from(per_sec),
             window: AtomicU64::new(0),
         }
@@ -53,7 +55,18 @@ impl BlockLog {
             return;
         }
         if self.admit() {
-            tracing::info!(target: "icpgate::block", protocol = proto.as_str(), host, reason = reason.as_str(), %peer, %dst, "blocked");
+            macro_rules! line {
+                ($lvl:expr) => {
+                    tracing::event!(target: "icpgate::block", $lvl, protocol = proto.as_str(), host, reason = reason.as_str(), %peer, %dst, "blocked")
+                };
+            }
+            match self.level {
+                tracing::Level::ERROR => line!(tracing::Level::ERROR),
+                tracing::Level::WARN => line!(tracing::Level::WARN),
+                tracing::Level::INFO => line!(tracing::Level::INFO),
+                tracing::Level::DEBUG => line!(tracing::Level::DEBUG),
+                tracing::Level::TRACE => line!(tracing::Level::TRACE),
+            }
         } else {
             Metrics::get().block_logs_suppressed.inc();
         }
@@ -73,4 +86,17 @@ pub fn init(level: &str, json: bool) {
     } else {
         b.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_admits_per_second_budget() {
+        let log = BlockLog::new(true, tracing::Level::INFO, 3);
+        let admitted = (0..100).filter(|_| log.admit()).count();
+        // All 100 calls fall within one or two wall-clock seconds.
+        assert!((3..=6).contains(&admitted), "{admitted}");
+    }
 }

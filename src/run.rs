@@ -172,7 +172,11 @@ async fn serve(cfg: Config) -> i32 {
         tls_page,
         metrics,
         top: TopBlocked::new(10_000),
-        log: BlockLog::new(cfg.log.blocks, cfg.log.blocks_per_sec),
+        log: BlockLog::new(
+            cfg.log.blocks,
+            cfg.log.blocks_level.parse().unwrap_or(tracing::Level::INFO),
+            cfg.log.blocks_per_sec,
+        ),
         shutdown: shutdown_rx.clone(),
     });
 

@@ -47,6 +47,8 @@ pub struct Shared {
 /// Per-listener settings.
 pub struct ListenerCtx {
     pub label: String,
+    /// The configured listening address.
+    pub addr: SocketAddr,
     pub upstream: Option<SocketAddr>,
     pub transparent: Transparent,
     pub fwmark: Option<u32>,
@@ -67,6 +69,7 @@ impl ListenerCtx {
     pub fn new(cfg: &ListenerConfig, limits: &Limits) -> Self {
         ListenerCtx {
             label: cfg.label(),
+            addr: cfg.addr,
             upstream: cfg.upstream,
             transparent: cfg.transparent,
             fwmark: cfg.upstream_fwmark,
@@ -146,6 +149,12 @@ pub async fn handle(
             }
         },
     };
+    // A transparent listener reached directly (no REDIRECT/TPROXY in front)
+    // would "forward" to itself, forever: refuse.
+    if lctx.upstream.is_none() && is_self(upstream.addr, lctx.addr) {
+        tracing::warn!(listener = %lctx.label, %peer, "connection was not intercepted (original destination is the listener itself); closing");
+        return;
+    }
     let mut info = ConnInfo {
         peer,
         dst,
@@ -225,6 +234,10 @@ pub async fn handle(
             }
         }
     }
+}
+
+fn is_self(dst: SocketAddr, listener: SocketAddr) -> bool {
+    dst.port() == listener.port() && (dst.ip() == listener.ip() || listener.ip().is_unspecified())
 }
 
 fn count_early(shared: &Shared, e: &Early) {

@@ -49,7 +49,9 @@ where
     let watchdog = async {
         let idle_ms = idle.as_millis() as u64;
         loop {
-            let since = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+            // `last` may be a hair newer than our clock read: saturate.
+            let since =
+                (start.elapsed().as_millis() as u64).saturating_sub(last.load(Ordering::Relaxed));
             if since >= idle_ms {
                 return;
             }

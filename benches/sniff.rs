@@ -25,21 +25,36 @@ fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sniff");
     g.bench_function("tls_chromium_pq_2022B", |b| {
-        b.iter(|| black_box(matches!(tls::parse(black_box(CHROMIUM)), tls::Parse::Found(_))))
+        b.iter(|| {
+            black_box(matches!(
+                tls::parse(black_box(CHROMIUM)),
+                tls::Parse::Found(_)
+            ))
+        })
     });
     g.bench_function("tls_curl_517B", |b| {
         b.iter(|| black_box(matches!(tls::parse(black_box(CURL)), tls::Parse::Found(_))))
     });
     let framed = reframe(CHROMIUM, 100);
     g.bench_function("tls_chromium_pq_21_records", |b| {
-        b.iter(|| black_box(matches!(tls::parse(black_box(&framed)), tls::Parse::Found(_))))
+        b.iter(|| {
+            black_box(matches!(
+                tls::parse(black_box(&framed)),
+                tls::Parse::Found(_)
+            ))
+        })
     });
     let head = b"GET /index.html?q=1 HTTP/1.1\r\nHost: www.example.com.cn\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: zh-CN,zh;q=0.9,en;q=0.8\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\n\r\n";
     g.bench_function("classify_http", |b| {
         b.iter(|| black_box(sniff::classify(black_box(head))))
     });
     g.bench_function("http_head_and_host", |b| {
-        b.iter(|| black_box(matches!(http::parse(black_box(head)), http::Parse::Found(_))))
+        b.iter(|| {
+            black_box(matches!(
+                http::parse(black_box(head)),
+                http::Parse::Found(_)
+            ))
+        })
     });
     g.finish();
 }

@@ -15,7 +15,34 @@ pub struct BlockLog {
     per_sec: u64,
     /// (second << 32) | count in that second
     window: AtomicU64,
+    /// Same, for operational warnings a client can trigger at will.
+    warn_window: AtomicU64,
 }
+
+/// Fixed-window limiter: at most `per_sec` admissions per wall-clock second.
+fn admit(window: &AtomicU64, per_sec: u64) -> bool {
+    let now = crate::decision::now_unix() as u64 & 0xffff_ffff;
+    let mut cur = window.load(Ordering::Relaxed);
+    loop {
+        let (sec, n) = (cur >> 32, cur & 0xffff_ffff);
+        if sec == now && n >= per_sec {
+            return false;
+        }
+        let next = if sec == now {
+            (now << 32) | (n + 1)
+        } else {
+            (now << 32) | 1
+        };
+        match window.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// Warnings a client can trigger (refused connections, accept errors): at
+/// most this many per second.
+const WARNS_PER_SEC: u64 = 5;
 
 impl BlockLog {
     pub fn new(enabled: bool, level: tracing::Level, per_sec: u32) -> Self {
@@ -24,30 +51,17 @@ impl BlockLog {
             level,
             per_sec: u64::from(per_sec),
             window: AtomicU64::new(0),
+            warn_window: AtomicU64::new(0),
         }
     }
 
     fn admit(&self) -> bool {
-        let now = crate::decision::now_unix() as u64 & 0xffff_ffff;
-        let mut cur = self.window.load(Ordering::Relaxed);
-        loop {
-            let (sec, n) = (cur >> 32, cur & 0xffff_ffff);
-            let next = if sec == now {
-                (now << 32) | (n + 1)
-            } else {
-                (now << 32) | 1
-            };
-            if sec == now && n >= self.per_sec {
-                return false;
-            }
-            match self
-                .window
-                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
-        }
+        admit(&self.window, self.per_sec)
+    }
+
+    /// May a client-triggerable warning be logged now?
+    pub fn warn_admit(&self) -> bool {
+        admit(&self.warn_window, WARNS_PER_SEC)
     }
 
     pub fn block(&self, proto: Proto, host: &str, reason: Reason, peer: SocketAddr, dst: IpAddr) {

@@ -21,6 +21,7 @@ pub mod names {
     pub const CONNECTIONS_ACTIVE: &str = "icpgate_connections_active";
     pub const CONNECTIONS_TOTAL: &str = "icpgate_connections_total";
     pub const CONNECTIONS_REJECTED_TOTAL: &str = "icpgate_connections_rejected_total";
+    pub const CONNECTIONS_REFUSED_TOTAL: &str = "icpgate_connections_refused_total";
     pub const SNIFF_TOTAL: &str = "icpgate_sniff_total";
     pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "icpgate_upstream_connect_errors_total";
     pub const BLOCK_LOGS_SUPPRESSED_TOTAL: &str = "icpgate_block_logs_suppressed_total";
@@ -33,6 +34,7 @@ pub mod names {
     pub const LABEL_LISTENER: &str = "listener";
     pub const LABEL_OUTCOME: &str = "outcome";
     pub const LABEL_VERSION: &str = "version";
+    pub const LABEL_CAUSE: &str = "cause";
 }
 
 /// Protocol label of a decision.
@@ -108,6 +110,8 @@ pub struct Metrics {
     pub connections_active: IntGaugeVec,
     pub connections_total: IntCounterVec,
     pub connections_rejected: IntCounterVec,
+    /// Loop guards: cause = loop | not_intercepted.
+    pub connections_refused: IntCounterVec,
     sniffed: Vec<IntCounter>,
     pub upstream_errors: IntCounterVec,
     pub block_logs_suppressed: IntCounter,
@@ -190,6 +194,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &[LABEL_LISTENER],
     )?;
+    let connections_refused = IntCounterVec::new(
+        Opts::new(
+            CONNECTIONS_REFUSED_TOTAL,
+            "Connections refused by the loop guards (cause: loop, not_intercepted).",
+        ),
+        &[LABEL_LISTENER, LABEL_CAUSE],
+    )?;
     let sniffed_vec = IntCounterVec::new(
         Opts::new(SNIFF_TOTAL, "First-bytes classification of connections."),
         &[LABEL_OUTCOME],
@@ -226,6 +237,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(connections_active.clone()))?;
     registry.register(Box::new(connections_total.clone()))?;
     registry.register(Box::new(connections_rejected.clone()))?;
+    registry.register(Box::new(connections_refused.clone()))?;
     registry.register(Box::new(sniffed_vec))?;
     registry.register(Box::new(upstream_errors.clone()))?;
     registry.register(Box::new(block_logs_suppressed.clone()))?;
@@ -250,6 +262,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         connections_active,
         connections_total,
         connections_rejected,
+        connections_refused,
         sniffed,
         upstream_errors,
         block_logs_suppressed,

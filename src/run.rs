@@ -291,7 +291,9 @@ async fn accept_loop(
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(listener = %lctx.label, "accept: {e}");
+                if shared.log.warn_admit() {
+                    tracing::warn!(listener = %lctx.label, "accept: {e}");
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

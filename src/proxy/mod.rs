@@ -149,10 +149,34 @@ pub async fn handle(
             }
         },
     };
-    // A transparent listener reached directly (no REDIRECT/TPROXY in front)
-    // would "forward" to itself, forever: refuse.
-    if lctx.upstream.is_none() && is_self(upstream.addr, lctx.addr) {
-        tracing::warn!(listener = %lctx.label, %peer, "connection was not intercepted (original destination is the listener itself); closing");
+    // Loop guards. (1) A transparent listener reached directly (no
+    // REDIRECT/TPROXY in front) would "forward" to itself. (2) One of our
+    // own upstream connections came back to us (the fwmark bypass is
+    // missing or does not match): forwarding it again would multiply
+    // connections until file descriptors run out.
+    let refused = if upstream::is_own(peer) {
+        Some("loop")
+    } else if lctx.upstream.is_none()
+        && not_intercepted(lctx.transparent, local, upstream.addr, lctx.addr)
+    {
+        Some("not_intercepted")
+    } else {
+        None
+    };
+    if let Some(reason) = refused {
+        shared
+            .metrics
+            .connections_refused
+            .with_label_values(&[&lctx.label, reason])
+            .inc();
+        if shared.log.warn_admit() {
+            tracing::warn!(listener = %lctx.label, %peer, reason, "refusing connection: {}", if reason == "loop" {
+                "it is one of icpgate's own upstream connections (check upstream_fwmark and the nftables bypass)"
+            } else {
+                "not intercepted (its destination is the listener itself)"
+            });
+        }
+        reset(stream);
         return;
     }
     let mut info = ConnInfo {
@@ -236,8 +260,36 @@ pub async fn handle(
     }
 }
 
-fn is_self(dst: SocketAddr, listener: SocketAddr) -> bool {
-    dst.port() == listener.port() && (dst.ip() == listener.ip() || listener.ip().is_unspecified())
+/// Was this connection made to the listener directly rather than
+/// intercepted? REDIRECT: the original destination is the socket's own local
+/// address (nothing was NATed). TPROXY: the local address is one of this
+/// host's own addresses (a bind test without IP_TRANSPARENT succeeds only
+/// for those); checked only when the port is the listener's, so real traffic
+/// to other ports never pays for it.
+fn not_intercepted(
+    mode: Transparent,
+    local: SocketAddr,
+    dst: SocketAddr,
+    listener: SocketAddr,
+) -> bool {
+    match mode {
+        Transparent::Redirect => dst == local,
+        Transparent::Tproxy => {
+            if dst.port() != listener.port() {
+                return false;
+            }
+            let probe = SocketAddr::new(dst.ip(), 0);
+            let sock = match socket2::Socket::new(
+                socket2::Domain::for_address(probe),
+                socket2::Type::STREAM,
+                None,
+            ) {
+                Ok(s) => s,
+                Err(_) => return false,
+            };
+            sock.bind(&probe.into()).is_ok()
+        }
+    }
 }
 
 fn count_early(shared: &Shared, e: &Early) {

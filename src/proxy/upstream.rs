@@ -8,9 +8,92 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
+use dashmap::DashSet;
 use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+
+/// Local addresses of icpgate's own open upstream connections, to recognise
+/// one of them coming back to a listener (a forwarding loop).
+fn own() -> &'static DashSet<SocketAddr> {
+    static OWN: OnceLock<DashSet<SocketAddr>> = OnceLock::new();
+    OWN.get_or_init(DashSet::new)
+}
+
+/// Is `peer` one of our own upstream connections?
+pub fn is_own(peer: SocketAddr) -> bool {
+    own().contains(&peer)
+}
+
+/// An upstream connection, registered in the own-connections set while open.
+pub struct Tracked {
+    inner: TcpStream,
+    local: Option<SocketAddr>,
+}
+
+impl Tracked {
+    fn new(inner: TcpStream) -> Self {
+        let local = inner.local_addr().ok();
+        if let Some(a) = local {
+            own().insert(a);
+        }
+        Tracked { inner, local }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(a) = self.local {
+            own().remove(&a);
+        }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl Connection for Tracked {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upstream {
@@ -23,8 +106,10 @@ impl Upstream {
         Upstream { addr, fwmark }
     }
 
-    pub async fn connect(&self, timeout: Duration) -> io::Result<TcpStream> {
-        connect(self.addr, self.fwmark, timeout).await
+    pub async fn connect(&self, timeout: Duration) -> io::Result<Tracked> {
+        connect(self.addr, self.fwmark, timeout)
+            .await
+            .map(Tracked::new)
     }
 }
 
@@ -57,7 +142,7 @@ pub struct Connector {
 }
 
 impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Tracked>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -78,7 +163,9 @@ impl tower_service::Service<Uri> for Connector {
                     "upstream is not a socket address",
                 )
             })?;
-            connect(addr, fwmark, timeout).await.map(TokioIo::new)
+            connect(addr, fwmark, timeout)
+                .await
+                .map(|s| TokioIo::new(Tracked::new(s)))
         })
     }
 }

@@ -182,31 +182,64 @@ fn canonical_name(input: &str) -> Result<Host<'_>, HostError> {
     if name.is_empty() {
         return Err(HostError::Empty);
     }
-    let ascii = Uts46::new()
-        .to_ascii(
-            name.as_bytes(),
-            DENY,
-            Hyphens::Allow,
-            DnsLength::Ignore, // we check lengths ourselves to give a reason
-        )
-        .map_err(|_| HostError::Invalid)?;
-    // Mapping can turn a trailing ideographic full stop into a dot.
-    let ascii = match ascii {
-        Cow::Borrowed(s) => Cow::Borrowed(strip_trailing_dot(s)),
-        Cow::Owned(s) => match s.strip_suffix('.') {
-            Some(t) => Cow::Owned(t.to_owned()),
-            None => Cow::Owned(s),
-        },
+    let ascii = if is_plain_ascii(name) {
+        // Fast path: lowercase LDH(+_) without punycode labels is already
+        // what UTS #46 would return (tests check the two agree).
+        Cow::Borrowed(name)
+    } else {
+        let ascii = Uts46::new()
+            .to_ascii(
+                name.as_bytes(),
+                DENY,
+                Hyphens::Allow,
+                DnsLength::Ignore, // we check lengths ourselves to give a reason
+            )
+            .map_err(|_| HostError::Invalid)?;
+        // Mapping can turn a trailing ideographic full stop into a dot.
+        match ascii {
+            Cow::Borrowed(s) => Cow::Borrowed(strip_trailing_dot(s)),
+            Cow::Owned(s) => match s.strip_suffix('.') {
+                Some(t) => Cow::Owned(t.to_owned()),
+                None => Cow::Owned(s),
+            },
+        }
     };
     check_shape(&ascii)?;
-    if let Ok(v4) = ascii.parse::<Ipv4Addr>() {
-        return Ok(Host::Ip(IpAddr::V4(v4)));
-    }
     let last = ascii.rsplit('.').next().unwrap_or("");
     if last.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(v4) = ascii.parse::<Ipv4Addr>() {
+            return Ok(Host::Ip(IpAddr::V4(v4)));
+        }
         return Err(HostError::NumericTld);
     }
     Ok(Host::Name(ascii))
+}
+
+/// Lowercase ASCII letters, digits, `-`, `_`, `.`, and no label starting
+/// with the punycode prefix `xn--` (those need IDNA validation).
+fn is_plain_ascii(name: &str) -> bool {
+    let b = name.as_bytes();
+    let mut label_start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+            b'.' => label_start = i + 1,
+            _ => return false,
+        }
+        if i == label_start + 3 && &b[label_start..=i] == b"xn--" {
+            return false;
+        }
+    }
+    true
+}
+
+/// Canonicalize through UTS #46 only (no fast path); for tests.
+#[doc(hidden)]
+pub fn canonicalize_slow(input: &str) -> Result<String, HostError> {
+    Uts46::new()
+        .to_ascii(input.as_bytes(), DENY, Hyphens::Allow, DnsLength::Ignore)
+        .map(|c| c.into_owned())
+        .map_err(|_| HostError::Invalid)
 }
 
 fn strip_trailing_dot(s: &str) -> &str {
@@ -366,6 +399,25 @@ mod tests {
             canonicalize_bare("example.com:443"),
             Err(HostError::Invalid)
         );
+    }
+
+    #[test]
+    fn fast_path_agrees_with_uts46() {
+        let mut rng = crate::synth::Rng::new(42);
+        let alphabet = b"abcz09-_.xn";
+        for _ in 0..200_000 {
+            let len = 1 + rng.below(14) as usize;
+            let s: String = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize] as char)
+                .collect();
+            if is_plain_ascii(&s) {
+                assert_eq!(canonicalize_slow(&s).as_deref(), Ok(s.as_str()), "{s:?}");
+            }
+        }
+        assert!(!is_plain_ascii("xn--fiqs8s"));
+        assert!(!is_plain_ascii("a.xn--fiqs8s"));
+        assert!(is_plain_ascii("axn--b.com"));
+        assert!(!is_plain_ascii("A.com"));
     }
 
     #[test]

@@ -79,6 +79,10 @@ impl Access {
 }
 
 const NO_AUX: u32 = u32::MAX;
+/// Status bit: some row names a subdomain of this (registrable) domain.
+const HAS_CHILDREN: u8 = 1 << 4;
+/// Status bit: no row of its own; the slot only carries `HAS_CHILDREN`.
+const VIRTUAL: u8 = 1 << 5;
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -90,6 +94,12 @@ struct Slot {
 }
 
 impl Slot {
+    fn is_virtual(self) -> bool {
+        self.status & VIRTUAL != 0
+    }
+    fn has_children(self) -> bool {
+        self.status & HAS_CHILDREN != 0
+    }
     fn filing(self) -> Filing {
         Filing::ALL[(self.status & 3) as usize]
     }
@@ -156,6 +166,8 @@ impl Default for TableMeta {
 pub struct Snapshot {
     names: Vec<u8>,
     table: HashTable<Slot>,
+    /// Real rows (the table also holds virtual apex slots).
+    rows: usize,
     icps: StrArena,
     aux: Vec<Aux>,
     pub meta: TableMeta,
@@ -231,16 +243,15 @@ impl Snapshot {
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.rows
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.rows == 0
     }
 
-    /// Exact-name row, if any. `name` must be canonical.
     #[inline]
-    pub fn get(&self, name: &str) -> Option<Row<'_>> {
+    fn probe(&self, name: &str) -> Option<Slot> {
         let bytes = name.as_bytes();
         if bytes.len() > u8::MAX as usize {
             return None;
@@ -251,18 +262,43 @@ impl Snapshot {
                 slot.len as usize == bytes.len()
                     && self.names[slot.off as usize..slot.off as usize + bytes.len()] == *bytes
             })
-            .map(|slot| Row {
-                snap: self,
-                slot: *slot,
-            })
+            .copied()
     }
 
-    /// The most specific row covering a canonical name (SPEC R4): the walk
-    /// from the full name up to its registrable domain, whole labels only,
-    /// never a public suffix.
+    fn row(&self, slot: Slot) -> Option<Row<'_>> {
+        (!slot.is_virtual()).then_some(Row { snap: self, slot })
+    }
+
+    /// Exact-name row, if any. `name` must be canonical.
+    #[inline]
+    pub fn get(&self, name: &str) -> Option<Row<'_>> {
+        self.probe(name).and_then(|s| self.row(s))
+    }
+
+    /// The most specific row covering a canonical name (SPEC R4), whole
+    /// labels only, never a public suffix. The registrable domain is probed
+    /// first: a miss there means no row covers the name (one probe); only
+    /// when rows exist below it are the longer candidates probed, most
+    /// specific first.
     #[inline]
     pub fn lookup(&self, name: &str) -> Option<Row<'_>> {
-        walk(name, |candidate| self.get(candidate))
+        let apex = hostname::registrable_domain(name)?;
+        let apex_slot = self.probe(apex)?;
+        if apex_slot.has_children() {
+            let mut candidate = name;
+            while candidate.len() > apex.len() {
+                if let Some(slot) = self.probe(candidate) {
+                    if let Some(row) = self.row(slot) {
+                        return Some(row);
+                    }
+                }
+                match candidate.find('.') {
+                    Some(i) => candidate = &candidate[i + 1..],
+                    None => break,
+                }
+            }
+        }
+        self.row(apex_slot)
     }
 
     /// Approximate heap bytes held by this snapshot.
@@ -275,10 +311,7 @@ impl Snapshot {
 
     /// Iterate over all rows (order unspecified).
     pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
-        self.table.iter().map(move |slot| Row {
-            snap: self,
-            slot: *slot,
-        })
+        self.table.iter().filter_map(move |slot| self.row(*slot))
     }
 }
 
@@ -339,6 +372,7 @@ pub struct Builder {
     push_offs: Vec<u32>,
     icps: StrArena,
     aux: Vec<Aux>,
+    rows: usize,
 }
 
 impl Default for Builder {
@@ -355,6 +389,7 @@ impl Builder {
             push_offs: Vec::new(),
             icps: StrArena::default(),
             aux: Vec::new(),
+            rows: 0,
         }
     }
 
@@ -367,11 +402,44 @@ impl Builder {
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.rows
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.rows == 0
+    }
+
+    /// Mark `apex` as having rows below it, creating a virtual slot if it
+    /// has no row of its own (yet).
+    fn mark_children(&mut self, apex: &str) -> Result<(), PushError> {
+        let bytes = apex.as_bytes();
+        let hash = hasher().hash_one(bytes);
+        let off = self.names.len();
+        if off + bytes.len() > u32::MAX as usize {
+            return Err(PushError::TooLarge);
+        }
+        let names = &self.names;
+        match self.table.entry(
+            hash,
+            |s| {
+                s.len as usize == bytes.len()
+                    && names[s.off as usize..s.off as usize + bytes.len()] == *bytes
+            },
+            |s| hasher().hash_one(&names[s.off as usize..s.off as usize + s.len as usize]),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => o.get_mut().status |= HAS_CHILDREN,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(Slot {
+                    off: off as u32,
+                    icp: 0,
+                    aux: NO_AUX,
+                    len: bytes.len() as u8,
+                    status: VIRTUAL | HAS_CHILDREN,
+                });
+                self.names.extend_from_slice(bytes);
+            }
+        }
+        Ok(())
     }
 
     /// Add a row. The domain must already be canonical.
@@ -387,6 +455,7 @@ impl Builder {
         if row.ips.len() > u16::MAX as usize {
             return Err(PushError::TooManyIps);
         }
+        let apex = hostname::registrable_domain(row.domain);
         let hash = hasher().hash_one(bytes);
         let off = self.names.len();
         if off + bytes.len() > u32::MAX as usize {
@@ -401,7 +470,15 @@ impl Builder {
             },
             |s| hasher().hash_one(&names[s.off as usize..s.off as usize + s.len as usize]),
         );
+        // A virtual apex slot becomes this row (keeping HAS_CHILDREN); it is
+        // replaced by a fresh slot so arena offsets stay in push order.
+        let mut inherited = 0u8;
         let vacant = match entry {
+            hashbrown::hash_table::Entry::Occupied(o) if o.get().is_virtual() => {
+                inherited = o.get().status & HAS_CHILDREN;
+                let (_, vacant) = o.remove();
+                vacant
+            }
             hashbrown::hash_table::Entry::Occupied(o) => {
                 let first = self.push_offs.binary_search(&o.get().off).unwrap_or(0) as u32;
                 return Err(PushError::Duplicate { first });
@@ -435,7 +512,7 @@ impl Builder {
         } else {
             NO_AUX
         };
-        let status = (row.filing as u8) | ((row.access as u8) << 2);
+        let status = (row.filing as u8) | ((row.access as u8) << 2) | inherited;
         vacant.insert(Slot {
             off: off as u32,
             icp,
@@ -445,6 +522,12 @@ impl Builder {
         });
         self.names.extend_from_slice(bytes);
         self.push_offs.push(off as u32);
+        self.rows += 1;
+        if let Some(apex) = apex {
+            if apex.len() < row.domain.len() {
+                self.mark_children(apex)?;
+            }
+        }
         Ok(())
     }
 
@@ -460,6 +543,7 @@ impl Builder {
         Snapshot {
             names: self.names,
             table: self.table,
+            rows: self.rows,
             icps: self.icps,
             aux: self.aux,
             meta,
@@ -557,5 +641,44 @@ mod tests {
             s.lookup("a.shop.example.net").unwrap().access(),
             Access::None
         );
+    }
+
+    #[test]
+    fn children_before_and_after_apex() {
+        let mut b = Builder::new();
+        // deep row first: apex gets a virtual slot
+        b.push(row("a.b.example.com", Filing::Filed, Access::Active))
+            .unwrap();
+        b.push(row("x.other.cn", Filing::Revoked, Access::Active))
+            .unwrap();
+        // then the apex row itself replaces the virtual slot
+        b.push(row("example.com", Filing::Filed, Access::None))
+            .unwrap();
+        assert_eq!(
+            b.push(row("example.com", Filing::Filed, Access::None)),
+            Err(PushError::Duplicate { first: 2 })
+        );
+        b.push(row("plain.cn", Filing::Filed, Access::Active))
+            .unwrap();
+        let s = b.finish(TableMeta::default());
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.rows().count(), 4);
+        assert_eq!(
+            s.lookup("z.a.b.example.com").unwrap().domain(),
+            "a.b.example.com"
+        );
+        assert_eq!(
+            s.lookup("a.b.example.com").unwrap().domain(),
+            "a.b.example.com"
+        );
+        assert_eq!(s.lookup("b.example.com").unwrap().domain(), "example.com");
+        assert_eq!(s.lookup("www.example.com").unwrap().access(), Access::None);
+        // virtual apex: no row of its own
+        assert!(s.get("other.cn").is_none());
+        assert!(s.lookup("other.cn").is_none());
+        assert!(s.lookup("y.other.cn").is_none());
+        assert_eq!(s.lookup("q.x.other.cn").unwrap().filing(), Filing::Revoked);
+        assert_eq!(s.lookup("www.plain.cn").unwrap().domain(), "plain.cn");
+        assert!(s.lookup("cn").is_none());
     }
 }

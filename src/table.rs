@@ -170,7 +170,7 @@ pub fn load_reader<R: Read + Send>(
 
 /// Rows per source byte assumed when pre-sizing the hash table (a typical
 /// row is 40–60 bytes; under-estimating only costs one growth step).
-const BYTES_PER_ROW_HINT: u64 = 56;
+const BYTES_PER_ROW_HINT: u64 = 64;
 
 fn load_reader_sized<R: Read + Send>(
     reader: R,

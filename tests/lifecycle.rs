@@ -134,3 +134,17 @@ fn forwarding_loop_is_refused_not_multiplied() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn logs_to_a_file_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[table]\npath = \"/nonexistent/t.csv\"\n").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
+        .args(["run", "--config", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no usable filing table"), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escape in piped log: {err:?}");
+}

@@ -154,7 +154,14 @@ pub async fn handle(
     // own upstream connections came back to us (the fwmark bypass is
     // missing or does not match): forwarding it again would multiply
     // connections until file descriptors run out.
-    let refused = if upstream::is_own(peer) {
+    // Where this connection was headed: the original destination in
+    // transparent modes, our own listening address otherwise.
+    let arrived_for = if lctx.upstream.is_some() {
+        local
+    } else {
+        upstream.addr
+    };
+    let refused = if upstream::is_own(peer, arrived_for) {
         Some("loop")
     } else if lctx.upstream.is_none()
         && not_intercepted(lctx.transparent, local, upstream.addr, lctx.addr)

@@ -17,38 +17,42 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Local addresses of icpgate's own open upstream connections, to recognise
-/// one of them coming back to a listener (a forwarding loop).
-fn own() -> &'static DashSet<SocketAddr> {
-    static OWN: OnceLock<DashSet<SocketAddr>> = OnceLock::new();
+/// Both ends (local, remote) of icpgate's own open upstream connections, to
+/// recognise one of them coming back to a listener (a forwarding loop). Both
+/// ends, not the local address alone: Linux reuses a source port towards
+/// different destinations, so a real client may share a pooled upstream
+/// socket's local address.
+fn own() -> &'static DashSet<(SocketAddr, SocketAddr)> {
+    static OWN: OnceLock<DashSet<(SocketAddr, SocketAddr)>> = OnceLock::new();
     OWN.get_or_init(DashSet::new)
 }
 
-/// Is `peer` one of our own upstream connections?
-pub fn is_own(peer: SocketAddr) -> bool {
-    own().contains(&peer)
+/// Is a connection from `peer`, made to `target` (its original
+/// destination), one of our own upstream connections?
+pub fn is_own(peer: SocketAddr, target: SocketAddr) -> bool {
+    own().contains(&(peer, target))
 }
 
 /// An upstream connection, registered in the own-connections set while open.
 pub struct Tracked {
     inner: TcpStream,
-    local: Option<SocketAddr>,
+    ends: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Tracked {
     fn new(inner: TcpStream) -> Self {
-        let local = inner.local_addr().ok();
-        if let Some(a) = local {
-            own().insert(a);
+        let ends = inner.local_addr().ok().zip(inner.peer_addr().ok());
+        if let Some(e) = ends {
+            own().insert(e);
         }
-        Tracked { inner, local }
+        Tracked { inner, ends }
     }
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        if let Some(a) = self.local {
-            own().remove(&a);
+        if let Some(e) = self.ends {
+            own().remove(&e);
         }
     }
 }

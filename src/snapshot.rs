@@ -166,11 +166,24 @@ impl Flat {
         }
     }
 
+    /// `cap` empty slots, from zeroed memory (fresh pages for large sizes,
+    /// advised into huge pages before the first write touches them).
     fn alloc(cap: usize) -> Vec<Slot> {
-        let mut v: Vec<Slot> = Vec::with_capacity(cap);
-        advise_huge(v.as_ptr().cast(), cap * std::mem::size_of::<Slot>());
-        v.resize(cap, Slot::default());
-        v
+        let layout = match std::alloc::Layout::array::<Slot>(cap) {
+            Ok(l) if l.size() > 0 => l,
+            _ => return vec![Slot::default(); cap],
+        };
+        // SAFETY: the layout is non-zero-sized; all-zero bytes are a valid
+        // `Slot` (the empty slot); the Vec takes ownership with the same
+        // layout (capacity == length == cap).
+        unsafe {
+            let ptr = std::alloc::alloc_zeroed(layout);
+            if ptr.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            advise_huge(ptr, layout.size());
+            Vec::from_raw_parts(ptr.cast::<Slot>(), cap, cap)
+        }
     }
 
     #[inline]
@@ -470,6 +483,9 @@ pub struct RowData<'a> {
     pub access: Access,
     pub access_expires: Option<i64>,
     pub ips: Vec<IpNet>,
+    /// Length of the domain's registrable part, when the caller already
+    /// knows it (the loader does); `None` makes the builder compute it.
+    pub registrable_len: Option<usize>,
 }
 
 /// Builds a [`Snapshot`] row by row.
@@ -564,7 +580,10 @@ impl Builder {
         if row.ips.len() > u16::MAX as usize {
             return Err(PushError::TooManyIps);
         }
-        let apex = hostname::registrable_domain(row.domain);
+        let apex = match row.registrable_len {
+            Some(l) if l <= row.domain.len() => row.domain.get(row.domain.len() - l..),
+            _ => hostname::registrable_domain(row.domain),
+        };
         let hash = hash_of(bytes);
         self.table.reserve_one(&self.names);
         // A virtual apex slot becomes this row (keeping HAS_CHILDREN), with a
@@ -682,6 +701,7 @@ mod tests {
             access,
             access_expires: None,
             ips: vec![],
+            registrable_len: None,
         }
     }
 

@@ -231,6 +231,7 @@ struct BatchRow {
     access: Access,
     access_expires: Option<i64>,
     ips: Vec<IpNet>,
+    registrable_len: usize,
 }
 
 impl Batch {
@@ -248,6 +249,7 @@ impl Batch {
             access: row.access,
             access_expires: row.access_expires,
             ips: row.ips,
+            registrable_len: row.registrable_len,
         });
     }
     fn str(&self, (a, b): (u32, u32)) -> &str {
@@ -325,6 +327,7 @@ fn insert_batches(
                 access: row.access,
                 access_expires: row.access_expires,
                 ips: row.ips,
+                registrable_len: Some(row.registrable_len),
             }) {
                 Ok(()) => lines.push(row.line as u32),
                 Err(PushError::Duplicate { first }) => {
@@ -501,6 +504,7 @@ struct ParsedRow<'r> {
     access: Access,
     access_expires: Option<i64>,
     ips: Vec<IpNet>,
+    registrable_len: usize,
 }
 
 fn field<'r>(record: &'r csv::ByteRecord, i: usize, name: &str) -> Result<&'r str, String> {
@@ -525,11 +529,11 @@ fn parse_row<'r>(record: &'r csv::ByteRecord, opts: &LoadOptions) -> Result<Pars
         Ok(Host::Ip(_)) => return Err(format!("domain {raw_domain:?} is an IP address")),
         Err(e) => return Err(format!("domain {raw_domain:?}: {e}")),
     };
-    if hostname::registrable_domain(&domain).is_none() {
+    let Some(registrable_len) = hostname::registrable_domain(&domain).map(str::len) else {
         return Err(format!(
             "domain {raw_domain:?} is a public suffix, not a registrable domain"
         ));
-    }
+    };
     let icp = field(record, 1, "icp")?;
     let filing_s = field(record, 2, "filing")?;
     let filing = Filing::parse(filing_s).ok_or_else(|| {
@@ -572,6 +576,7 @@ fn parse_row<'r>(record: &'r csv::ByteRecord, opts: &LoadOptions) -> Result<Pars
         access,
         access_expires,
         ips,
+        registrable_len,
     })
 }
 

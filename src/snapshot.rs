@@ -539,6 +539,15 @@ impl Builder {
         if off + bytes.len() > u32::MAX as usize {
             return Err(PushError::TooLarge);
         }
+        if self.names.capacity() - off < bytes.len() {
+            // Grow by doubling into a fresh buffer advised into huge pages
+            // before the copy touches it (a plain realloc would fault 4 KiB
+            // pages first).
+            let mut bigger = Vec::with_capacity((self.names.capacity() * 2).max(1 << 16));
+            advise_huge(bigger.as_ptr(), bigger.capacity());
+            bigger.extend_from_slice(&self.names);
+            self.names = bigger;
+        }
         self.names.extend_from_slice(bytes);
         Ok(off as u32)
     }

@@ -143,7 +143,7 @@ impl Reloader {
             (Some(path), _) => {
                 let p = path.clone();
                 let sig = file_sig(&p);
-                let res = tokio::task::spawn_blocking(move || table::load_path(&p, &opts)).await;
+                let res = background(move || table::load_path(&p, &opts)).await;
                 if let Ok(mut st) = self.state.lock() {
                     st.file_sig = sig;
                 }
@@ -161,10 +161,7 @@ impl Reloader {
                     }
                     Ok(crate::fetch::Fetched::Body { bytes, etag }) => {
                         let url = url.clone();
-                        let res = tokio::task::spawn_blocking(move || {
-                            table::load_bytes(&bytes, &url, &opts)
-                        })
-                        .await;
+                        let res = background(move || table::load_bytes(&bytes, &url, &opts)).await;
                         (res, etag)
                     }
                     Err(e) => return Err(self.report(reload_result::ERROR, e, vec![])),
@@ -175,7 +172,13 @@ impl Reloader {
             }
         };
         let loaded = match loaded {
-            Err(e) => return Err(self.report(reload_result::ERROR, e.to_string(), vec![])),
+            Err(_) => {
+                return Err(self.report(
+                    reload_result::ERROR,
+                    "table loader thread failed".into(),
+                    vec![],
+                ))
+            }
             Ok(Err(TableError::Rejected {
                 invalid,
                 allowance,
@@ -260,6 +263,31 @@ impl Reloader {
             }
         }
     }
+}
+
+/// Run a reload build on its own thread at the lowest CPU priority (nice
+/// 19, inherited by the loader's parser thread), so on a busy node the data
+/// path preempts it: a rebuild of a 10M-row table takes longer, requests do
+/// not wait behind it.
+async fn background<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::sync::oneshot::error::RecvError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("icpgate-reload".into())
+        .spawn(move || {
+            // SAFETY: setpriority on the calling thread (who = 0 is the
+            // calling thread's TID under Linux's per-thread nice values).
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+            }
+            let _ = tx.send(f());
+        });
+    if spawned.is_err() {
+        // Could not start a thread: the receiver sees a closed channel.
+        return rx.await;
+    }
+    rx.await
 }
 
 /// Gauges for the running table.

@@ -12,16 +12,6 @@ use icpgate::sniff::{self, http, tls};
 const CHROMIUM: &[u8] = include_bytes!("../tests/fixtures/clienthello/chromium_pq.bin");
 const CURL: &[u8] = include_bytes!("../tests/fixtures/clienthello/curl.bin");
 
-fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for part in hello[5..].chunks(chunk) {
-        out.extend_from_slice(&[22, hello[1], hello[2]]);
-        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
-        out.extend_from_slice(part);
-    }
-    out
-}
-
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sniff");
     g.bench_function("tls_chromium_pq_2022B", |b| {
@@ -35,7 +25,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("tls_curl_517B", |b| {
         b.iter(|| black_box(matches!(tls::parse(black_box(CURL)), tls::Parse::Found(_))))
     });
-    let framed = reframe(CHROMIUM, 100);
+    let framed = tls::reframe(CHROMIUM, 100);
     g.bench_function("tls_chromium_pq_21_records", |b| {
         b.iter(|| {
             black_box(matches!(

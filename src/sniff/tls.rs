@@ -296,6 +296,23 @@ fn parse_sni(data: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
     Ok(found)
 }
 
+/// Re-frame a single-record ClientHello into records of at most `chunk`
+/// handshake bytes each (for tests, benchmarks and fuzz seeds: the same
+/// hello as a client that fragments it would send).
+#[doc(hidden)]
+pub fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
+    let (Some(hdr), Some(body)) = (hello.get(..3), hello.get(5..)) else {
+        return hello.to_vec();
+    };
+    let mut out = Vec::with_capacity(hello.len() + body.len() / chunk.max(1) * 5 + 5);
+    for part in body.chunks(chunk.max(1)) {
+        out.extend_from_slice(hdr);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,16 +423,6 @@ mod tests {
             false,
         ),
     ];
-
-    fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        for part in hello[5..].chunks(chunk) {
-            out.extend_from_slice(&[22, hello[1], hello[2]]);
-            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
-            out.extend_from_slice(part);
-        }
-        out
-    }
 
     /// SNI according to tls-parser, the independent oracle.
     fn oracle_sni(hello: &[u8]) -> Option<String> {

@@ -283,19 +283,8 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
 
-/// Re-frame a single-record ClientHello into records of at most `chunk`
-/// handshake bytes each.
-pub fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
-    assert_eq!(hello[0], 22);
-    let body = &hello[5..];
-    let mut out = Vec::new();
-    for part in body.chunks(chunk) {
-        out.extend_from_slice(&[22, hello[1], hello[2]]);
-        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
-        out.extend_from_slice(part);
-    }
-    out
-}
+#[allow(unused_imports)]
+pub use icpgate::sniff::tls::reframe;
 
 /// A minimal ClientHello with these server names (TLS 1.2 shape).
 pub fn client_hello(names: &[&str]) -> Vec<u8> {

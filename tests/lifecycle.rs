@@ -89,27 +89,13 @@ fn sigterm_drains_in_flight_requests() {
 fn forwarding_loop_is_refused_not_multiplied() {
     // A listener whose upstream is itself: every forwarded connection would
     // come back. The loop guard recognises icpgate's own upstream sockets.
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let admin = free_port();
-    std::fs::write(dir.path().join("t.csv"), TABLE).unwrap();
-    let cfg = format!(
-        "[[listener]]\nname = \"loop\"\naddr = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{port}\"\n[regions]\nmainland = [\"127.0.0.0/8\"]\n[table]\npath = \"{}\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\n",
-        dir.path().join("t.csv").display()
+    let admin_port = free_port();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let _p = spawn_config(
+        &format!("[[listener]]\nname = \"loop\"\naddr = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{port}\"\n[regions]\nmainland = [\"127.0.0.0/8\"]\n[table]\npath = \"{{table}}\"\n[admin]\naddr = \"{admin}\"\n"),
+        admin,
     );
-    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    let t = Instant::now();
-    while TcpStream::connect(admin).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let (s, _) = http_raw(
         format!("127.0.0.1:{port}").parse().unwrap(),
         "GET / HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n",
@@ -131,8 +117,6 @@ fn forwarding_loop_is_refused_not_multiplied() {
         metrics.contains("icpgate_connections_refused_total{cause=\"loop\",listener=\"loop\"} 1"),
         "{metrics}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

@@ -21,31 +21,14 @@ fn v2(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
 #[test]
 fn proxy_protocol_headers_set_the_destination() {
     // The harness writes its own listener; this one needs proxy_protocol.
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let admin = free_port();
     let up = http_upstream();
-    std::fs::write(dir.path().join("t.csv"), TABLE).unwrap();
-    std::fs::write(
-        dir.path().join("c.toml"),
-        format!(
-            "[[listener]]\naddr = \"127.0.0.1:{port}\"\nupstream = \"{up}\"\nproxy_protocol = true\n[regions]\nmainland = [\"203.0.113.0/24\"]\n[table]\npath = \"{}\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\n",
-            dir.path().join("t.csv").display()
-        ),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
-        .args(["run", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let t = std::time::Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(10));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let _p = spawn_config(
+        &format!("[[listener]]\naddr = \"{addr}\"\nupstream = \"{up}\"\nproxy_protocol = true\n[regions]\nmainland = [\"203.0.113.0/24\"]\n[table]\npath = \"{{table}}\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\n"),
+        addr,
+    );
     let req = "GET /pp HTTP/1.1\r\nHost: unknown.cn\r\nConnection: close\r\n\r\n";
     let send = |header: &[u8]| {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -69,6 +52,4 @@ fn proxy_protocol_headers_set_the_destination() {
     // No header on a PROXY listener: refused, never guessed.
     let r = send(b"");
     assert!(r.is_empty() || status_of(&r) == 0, "{r}");
-    let _ = child.kill();
-    let _ = child.wait();
 }

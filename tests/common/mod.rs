@@ -171,6 +171,45 @@ impl Drop for Proxy {
     }
 }
 
+/// A process started from a hand-written config; killed on drop.
+pub struct Spawned {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `icpgate run` with `cfg` (`{table}` is replaced by the path of a
+/// file holding [`TABLE`]) and wait until `ready` accepts connections.
+pub fn spawn_config(cfg: &str, ready: SocketAddr) -> Spawned {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table.csv");
+    std::fs::write(&table, TABLE).unwrap();
+    let path = dir.path().join("icpgate.toml");
+    std::fs::write(&path, cfg.replace("{table}", &table.display().to_string())).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_icpgate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while TcpStream::connect(ready).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "icpgate did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Spawned { child, dir }
+}
+
 /// One request on a fresh connection, read to EOF: (status, whole response).
 pub fn http_raw(addr: SocketAddr, req: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();

@@ -322,3 +322,17 @@ fn h2c_upgrade_and_prior_knowledge_cannot_escape() {
     let resp = read_to_end(&mut st);
     assert!(resp.is_empty() || status_of(&resp) == 400, "{resp}");
 }
+
+#[test]
+fn hop_by_hop_headers_stay_on_their_hop() {
+    let p = proxy();
+    let (s, r) = http_raw(
+        p.addr,
+        "GET /h HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\n",
+    );
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        r.contains("hop=[]"),
+        "hop-by-hop headers reached the upstream: {r}"
+    );
+}

@@ -260,8 +260,47 @@ fn strip_h2c_upgrade(headers: &mut hyper::HeaderMap) {
     }
 }
 
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1): `Connection`, every header
+/// it names, `Keep-Alive` and `Proxy-Connection`. They describe one hop — the
+/// client's `Connection: close` must not close the pooled upstream
+/// connection. An upgrade being forwarded keeps `Connection: upgrade` and
+/// `Upgrade`. Framing headers are hyper's business and are left alone.
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, upgrading: bool) {
+    use hyper::header::UPGRADE;
+    if !headers.contains_key(CONNECTION)
+        && !headers.contains_key("keep-alive")
+        && !headers.contains_key("proxy-connection")
+    {
+        return;
+    }
+    let named: Vec<hyper::header::HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| hyper::header::HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    headers.remove(CONNECTION);
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    for name in named {
+        if upgrading && name == UPGRADE {
+            continue;
+        }
+        if name == hyper::header::TRANSFER_ENCODING || name == hyper::header::CONTENT_LENGTH {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    if upgrading && headers.contains_key(UPGRADE) {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
 async fn forward(shared: &Shared, info: &ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
     strip_h2c_upgrade(req.headers_mut());
+    let upgrading = req.headers().contains_key(hyper::header::UPGRADE);
+    strip_hop_by_hop(req.headers_mut(), upgrading);
     let pq = req
         .uri()
         .path_and_query()
@@ -296,6 +335,8 @@ async fn forward(shared: &Shared, info: &ConnInfo, mut req: Request<Incoming>) -
                     });
                 }
             }
+            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            strip_hop_by_hop(resp.headers_mut(), switching);
             resp.map(|b| b.boxed())
         }
         Err(e) => {

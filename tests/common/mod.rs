@@ -417,13 +417,19 @@ pub fn http_upstream() -> SocketAddr {
                             .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
                             .unwrap_or_else(|| "-".into());
                         let path = req.uri().path().to_owned();
+                        let hop = ["connection", "keep-alive", "x-hop"]
+                            .iter()
+                            .filter(|h| req.headers().contains_key(**h))
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(",");
                         let body = req.into_body().collect().await?.to_bytes();
                         let hex: String = sha2::Sha256::digest(&body)
                             .iter()
                             .map(|b| format!("{b:02x}"))
                             .collect();
                         Ok(Response::new(Full::new(Bytes::from(format!(
-                            "host={host} path={path} len={} sha256={hex}\n",
+                            "host={host} path={path} len={} sha256={hex} hop=[{hop}]\n",
                             body.len()
                         )))))
                     });

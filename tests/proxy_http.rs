@@ -321,6 +321,8 @@ fn h2c_upgrade_and_prior_knowledge_cannot_escape() {
     st.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
     let resp = read_to_end(&mut st);
     assert!(resp.is_empty() || status_of(&resp) == 400, "{resp}");
+    // Refused by icpgate's sniffer (counted), not by the upstream.
+    assert_eq!(p.metric("icpgate_sniff_total{outcome=\"invalid\"}"), 1.0);
 }
 
 #[test]

@@ -313,41 +313,46 @@ pub fn reframe(hello: &[u8], chunk: usize) -> Vec<u8> {
     out
 }
 
+/// A minimal TLS 1.3-shaped ClientHello with the given extensions block
+/// (for tests and fuzz seeds).
+#[doc(hidden)]
+pub fn synthetic_hello(exts: &[u8]) -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.push(0);
+    body.extend([0, 2, 0x13, 0x01]);
+    body.extend([1, 0]);
+    body.extend((exts.len() as u16).to_be_bytes());
+    body.extend(exts);
+    let mut hs = vec![1];
+    hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend(body);
+    let mut rec = vec![22, 3, 1];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
+/// A server_name extension listing `names` (for tests).
+#[doc(hidden)]
+pub fn sni_extension(names: &[&str]) -> Vec<u8> {
+    let mut list = vec![];
+    for n in names {
+        list.push(0);
+        list.extend((n.len() as u16).to_be_bytes());
+        list.extend(n.as_bytes());
+    }
+    let mut e = vec![0, 0];
+    e.extend(((list.len() + 2) as u16).to_be_bytes());
+    e.extend((list.len() as u16).to_be_bytes());
+    e.extend(list);
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal hello with the given extensions block.
-    pub(crate) fn hello(exts: &[u8]) -> Vec<u8> {
-        let mut body = vec![3, 3];
-        body.extend([7u8; 32]);
-        body.push(0);
-        body.extend([0, 2, 0x13, 0x01]);
-        body.extend([1, 0]);
-        body.extend((exts.len() as u16).to_be_bytes());
-        body.extend(exts);
-        let mut hs = vec![1];
-        hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend(body);
-        let mut rec = vec![22, 3, 1];
-        rec.extend((hs.len() as u16).to_be_bytes());
-        rec.extend(hs);
-        rec
-    }
-
-    pub(crate) fn sni_ext(names: &[&str]) -> Vec<u8> {
-        let mut list = vec![];
-        for n in names {
-            list.push(0);
-            list.extend((n.len() as u16).to_be_bytes());
-            list.extend(n.as_bytes());
-        }
-        let mut e = vec![0, 0];
-        e.extend(((list.len() + 2) as u16).to_be_bytes());
-        e.extend((list.len() as u16).to_be_bytes());
-        e.extend(list);
-        e
-    }
+    use super::{sni_extension as sni_ext, synthetic_hello as hello};
 
     #[test]
     fn synthetic() {

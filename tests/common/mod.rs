@@ -325,35 +325,14 @@ pub fn fixture(name: &str) -> Vec<u8> {
 #[allow(unused_imports)]
 pub use icpgate::sniff::tls::reframe;
 
-/// A minimal ClientHello with these server names (TLS 1.2 shape).
+/// A minimal ClientHello with these server names (none: no SNI extension).
 pub fn client_hello(names: &[&str]) -> Vec<u8> {
-    let mut exts = Vec::new();
-    if !names.is_empty() {
-        let mut list = Vec::new();
-        for n in names {
-            list.push(0);
-            list.extend((n.len() as u16).to_be_bytes());
-            list.extend(n.as_bytes());
-        }
-        exts.extend([0, 0]);
-        exts.extend(((list.len() + 2) as u16).to_be_bytes());
-        exts.extend((list.len() as u16).to_be_bytes());
-        exts.extend(list);
+    use icpgate::sniff::tls::{sni_extension, synthetic_hello};
+    if names.is_empty() {
+        synthetic_hello(&[])
+    } else {
+        synthetic_hello(&sni_extension(names))
     }
-    let mut body = vec![3, 3];
-    body.extend([7u8; 32]);
-    body.push(0);
-    body.extend([0, 2, 0x13, 0x01]);
-    body.extend([1, 0]);
-    body.extend((exts.len() as u16).to_be_bytes());
-    body.extend(exts);
-    let mut hs = vec![1];
-    hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend(body);
-    let mut rec = vec![22, 3, 1];
-    rec.extend((hs.len() as u16).to_be_bytes());
-    rec.extend(hs);
-    rec
 }
 
 /// Did the proxy reset / close the connection without forwarding?

@@ -223,7 +223,7 @@ async fn serve(cfg: Config) -> i32 {
 
     let conns = Arc::new(Semaphore::new(cfg.limits.max_connections));
     for (l, listener) in bound {
-        let lctx = Arc::new(ListenerCtx::new(&l, &cfg.limits));
+        let lctx = Arc::new(ListenerCtx::new(&l));
         tracing::info!(addr = %l.addr, listener = %lctx.label, upstream = ?l.upstream, "listening");
         tokio::spawn(accept_loop(
             shared.clone(),

@@ -1,6 +1,8 @@
 //! The data path (SPEC §3): per connection, learn the destination, sniff
 //! the first bytes, decide, then forward untouched or block.
 
+pub mod chunked;
+pub mod h1;
 pub mod http;
 pub mod origdst;
 pub mod pipe;
@@ -53,8 +55,8 @@ pub struct ListenerCtx {
     pub transparent: Transparent,
     pub fwmark: Option<u32>,
     pub proxy_protocol: bool,
-    /// Pooled HTTP client to this listener's upstreams (sockets get the fwmark).
-    pub client: http::Client,
+    /// Idle HTTP upstream connections (their sockets carry the fwmark).
+    pub pool: h1::UpPool,
 }
 
 impl std::fmt::Debug for ListenerCtx {
@@ -66,7 +68,7 @@ impl std::fmt::Debug for ListenerCtx {
 }
 
 impl ListenerCtx {
-    pub fn new(cfg: &ListenerConfig, limits: &Limits) -> Self {
+    pub fn new(cfg: &ListenerConfig) -> Self {
         ListenerCtx {
             label: cfg.label(),
             addr: cfg.addr,
@@ -74,10 +76,7 @@ impl ListenerCtx {
             transparent: cfg.transparent,
             fwmark: cfg.upstream_fwmark,
             proxy_protocol: cfg.proxy_protocol,
-            client: http::client(
-                cfg.upstream_fwmark,
-                Duration::from_millis(limits.upstream_connect_timeout_ms),
-            ),
+            pool: h1::UpPool::default(),
         }
     }
 }
@@ -574,7 +573,7 @@ async fn http_first(
         }
     }
     shared.metrics.sniffed(Sniffed::Http);
-    http::serve(shared, info, Prefixed::new(buf, stream)).await;
+    h1::serve(shared, info, stream, buf).await;
 }
 
 /// The host a blocked request or connection is reported under.

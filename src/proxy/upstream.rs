@@ -49,6 +49,19 @@ impl Tracked {
     }
 }
 
+impl Tracked {
+    pub fn inner_mut(&mut self) -> &mut TcpStream {
+        &mut self.inner
+    }
+
+    /// For a pooled connection: still open, nothing unread? (Readiness is
+    /// tracked by the reactor, so a live idle socket costs no syscall here.)
+    pub fn still_idle(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.inner.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 impl Drop for Tracked {
     fn drop(&mut self) {
         if let Some(e) = self.ends {

@@ -1,0 +1,1108 @@
+//! The HTTP/1.x data path: every request on a client connection is parsed,
+//! decided (keep-alive and pipelined ones included) and either forwarded or
+//! answered with the block page.
+//!
+//! Forwarding moves the client's own bytes: the request head goes upstream
+//! as it arrived unless a hop-by-hop header has to go (RFC 9110 §7.6.1) or
+//! an absolute-form target becomes origin-form; bodies are relayed as they
+//! come, their end found by `Content-Length` or by scanning the chunked
+//! framing (never re-encoded). The response comes back the same way. One
+//! task per client connection, which holds one upstream connection while it
+//! lives (taken from and given back to a per-listener idle pool): no
+//! per-request channel hop, no per-request allocation on the allowed path.
+//! Upgrades (`101`) and `CONNECT` 2xx become byte tunnels.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use std::collections::HashMap;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::chunked::Chunked;
+use super::upstream::Tracked;
+use super::{record, registrable_of, ConnInfo, OwnedBlock, Shared};
+use crate::decision::{Action, Decision, Reason};
+use crate::metrics::Proto;
+use crate::sniff::http::{request_host, MAX_HEADERS};
+
+use super::http::REASON_HEADER;
+
+/// Largest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// How long a pooled upstream connection may sit idle.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Idle upstream connections kept per destination.
+const POOL_PER_DEST: usize = 256;
+/// After a block answer: how long / how much we read and discard before
+/// closing, so the answer is not destroyed by an RST (lingering close).
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Idle upstream connections of one listener, by destination.
+#[derive(Default)]
+pub struct UpPool {
+    idle: Mutex<HashMap<SocketAddr, Vec<(Tracked, Instant)>>>,
+}
+
+impl UpPool {
+    fn take(&self, addr: SocketAddr) -> Option<Tracked> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(&addr)?;
+        while let Some((mut t, since)) = list.pop() {
+            if since.elapsed() < POOL_IDLE && t.still_idle() {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, t: Tracked) {
+        if let Ok(mut idle) = self.idle.lock() {
+            let list = idle.entry(addr).or_default();
+            if list.len() >= POOL_PER_DEST {
+                list.remove(0);
+            }
+            list.push((t, Instant::now()));
+        }
+    }
+
+    /// Idle connections held (all destinations).
+    pub fn len(&self) -> usize {
+        self.idle
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    None,
+    Length(u64),
+    Chunked,
+    /// Response only: until the upstream closes.
+    UntilClose,
+}
+
+/// What to do with a parsed request.
+enum Plan {
+    /// Forward; `obuf` holds the rewritten head unless `verbatim`.
+    Forward(Fwd),
+    /// `obuf` holds a complete answer; then close.
+    Answer,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fwd {
+    /// First byte of the request line (after leading empty lines).
+    start: usize,
+    /// End of the head (through the blank line).
+    end: usize,
+    verbatim: bool,
+    body: Body,
+    /// Close the client connection after this response.
+    close: bool,
+    upgrade: bool,
+    connect: bool,
+    head: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Resp {
+    start: usize,
+    end: usize,
+    verbatim: bool,
+    status: u16,
+    body: Body,
+    /// The upstream connection can carry another request afterwards.
+    reusable: bool,
+}
+
+enum Next {
+    Continue,
+    Close,
+    /// Tunnel the two connections (101, CONNECT 2xx).
+    Tunnel,
+}
+
+struct Up {
+    s: Tracked,
+    addr: SocketAddr,
+    /// Came from the pool (or served an earlier request): a failure before
+    /// any response byte may just be the upstream having closed it.
+    reused: bool,
+}
+
+struct Conn<'a> {
+    shared: &'a Shared,
+    info: &'a ConnInfo,
+    client: TcpStream,
+    cbuf: Vec<u8>,
+    ubuf: Vec<u8>,
+    obuf: Vec<u8>,
+    up: Option<Up>,
+}
+
+/// Serve a client connection whose first bytes (`buf`, at least one
+/// complete request head) were already read by the sniffer.
+pub async fn serve(shared: Arc<Shared>, info: ConnInfo, client: TcpStream, buf: Vec<u8>) {
+    let mut c = Conn {
+        shared: &shared,
+        info: &info,
+        client,
+        cbuf: buf,
+        ubuf: Vec::new(),
+        obuf: Vec::new(),
+        up: None,
+    };
+    let next = c.run().await;
+    let Conn {
+        client,
+        cbuf,
+        ubuf,
+        up,
+        ..
+    } = c;
+    match (next, up) {
+        (Next::Tunnel, Some(up)) => {
+            let mut client = client;
+            let mut upstream = up.s;
+            if !cbuf.is_empty() && upstream.write_all(&cbuf).await.is_err() {
+                return;
+            }
+            if !ubuf.is_empty() && client.write_all(&ubuf).await.is_err() {
+                return;
+            }
+            drop((cbuf, ubuf));
+            let limits = &shared.limits;
+            super::pipe::pipe(
+                client,
+                upstream,
+                limits.copy_buffer_bytes,
+                Duration::from_secs(limits.idle_timeout_secs),
+            )
+            .await;
+        }
+        (_, Some(up)) => info.listener.pool.put(up.addr, up.s),
+        (_, None) => {}
+    }
+}
+
+impl Conn<'_> {
+    fn idle(&self) -> Duration {
+        Duration::from_secs(self.shared.limits.idle_timeout_secs)
+    }
+
+    async fn run(&mut self) -> Next {
+        loop {
+            let plan = match self.next_request().await {
+                Some(p) => p,
+                None => return Next::Close,
+            };
+            match plan {
+                Plan::Answer => {
+                    self.answer_and_close().await;
+                    return Next::Close;
+                }
+                Plan::Forward(f) => match self.forward(f).await {
+                    Next::Continue => {}
+                    other => return other,
+                },
+            }
+            if *self.shared.shutdown.borrow() {
+                return Next::Close;
+            }
+        }
+    }
+
+    /// Read until a complete head is buffered, then plan it. `None`: the
+    /// connection is over (EOF, timeout, shutdown, or an error answered).
+    async fn next_request(&mut self) -> Option<Plan> {
+        let mut header_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if !self.cbuf.is_empty() {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(&self.cbuf) {
+                    Ok(httparse::Status::Complete(end)) => {
+                        return Some(plan(
+                            self.shared,
+                            self.info,
+                            &self.cbuf,
+                            &req,
+                            end,
+                            &mut self.obuf,
+                        ));
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(_) => {
+                        simple(&mut self.obuf, 400, None);
+                        return Some(Plan::Answer);
+                    }
+                }
+                if self.cbuf.len() >= self.shared.limits.max_sniff_bytes.max(8192) {
+                    simple(&mut self.obuf, 431, None);
+                    return Some(Plan::Answer);
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if self.cbuf.is_empty() {
+                // Between requests: idle keep-alive, ends on shutdown too.
+                if *self.shared.shutdown.borrow() {
+                    return None;
+                }
+                let mut shutdown = self.shared.shutdown.clone();
+                let idle = now + self.idle();
+                let read = tokio::time::timeout_at(idle, self.client.read_buf(&mut self.cbuf));
+                tokio::select! {
+                    r = read => match r {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return None,
+                    },
+                    _ = shutdown.wait_for(|s| *s) => return None,
+                }
+            } else {
+                let dl = *header_deadline.get_or_insert(
+                    now + Duration::from_millis(self.shared.limits.header_timeout_ms),
+                );
+                self.cbuf.reserve(4096);
+                match tokio::time::timeout_at(dl, self.client.read_buf(&mut self.cbuf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    async fn answer_and_close(&mut self) {
+        let idle = self.idle();
+        if tokio::time::timeout(idle, self.client.write_all(&self.obuf))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // Lingering close: FIN, then read (and drop) what the client still
+        // sends for a moment, so our answer is not lost to an RST.
+        let _ = self.client.shutdown().await;
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut seen = 0;
+        let mut sink = [0u8; 4096];
+        while seen < LINGER_BYTES {
+            match tokio::time::timeout_at(deadline, self.client.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => seen += n,
+                _ => break,
+            }
+        }
+    }
+
+    /// An upstream connection for this client: the one we hold, one from
+    /// the pool, or a new one.
+    async fn upstream(&mut self) -> Result<(), ()> {
+        let addr = self.info.upstream.addr;
+        if let Some(up) = &self.up {
+            if up.addr == addr {
+                return Ok(());
+            }
+        }
+        if let Some(s) = self.info.listener.pool.take(addr) {
+            self.up = Some(Up {
+                s,
+                addr,
+                reused: true,
+            });
+            return Ok(());
+        }
+        self.connect().await
+    }
+
+    async fn connect(&mut self) -> Result<(), ()> {
+        let t = Duration::from_millis(self.shared.limits.upstream_connect_timeout_ms);
+        match self.info.upstream.connect(t).await {
+            Ok(s) => {
+                self.up = Some(Up {
+                    s,
+                    addr: self.info.upstream.addr,
+                    reused: false,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[&self.info.listener.label])
+                    .inc();
+                tracing::debug!(upstream = %self.info.upstream.addr, error = %e, "upstream connect failed");
+                Err(())
+            }
+        }
+    }
+
+    async fn fail(&mut self, status: u16) -> Next {
+        self.up = None;
+        simple(&mut self.obuf, status, None);
+        self.answer_and_close().await;
+        Next::Close
+    }
+
+    async fn forward(&mut self, mut f: Fwd) -> Next {
+        let idle = self.idle();
+        let cap = self.shared.limits.copy_buffer_bytes.max(4096);
+        // Body bytes that arrived with the head go out in the same write.
+        let mut chunked = Chunked::new();
+        let avail = &self.cbuf[f.end..];
+        let (sent_body, mut body_done) = match f.body {
+            Body::None | Body::UntilClose => (0, true),
+            Body::Length(n) => {
+                let k = avail.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                (k, k as u64 == n)
+            }
+            Body::Chunked => match chunked.feed(avail) {
+                Ok(k) => (k, chunked.is_done()),
+                Err(why) => {
+                    tracing::debug!(peer = %self.info.peer, why, "bad chunked request body");
+                    return self.fail(400).await;
+                }
+            },
+        };
+        if !f.verbatim {
+            self.obuf
+                .extend_from_slice(&self.cbuf[f.end..f.end + sent_body]);
+        }
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let got = if attempt == 1 {
+                self.upstream().await
+            } else {
+                self.connect().await
+            };
+            if got.is_err() {
+                return self.fail(502).await;
+            }
+            let Some(up) = self.up.as_mut() else {
+                return self.fail(502).await;
+            };
+            // Only a request with nothing left to send is retried, and only
+            // once, when a reused connection turns out closed.
+            let retry = up.reused && attempt == 1 && body_done;
+            let out: &[u8] = if f.verbatim {
+                &self.cbuf[f.start..f.end + sent_body]
+            } else {
+                &self.obuf
+            };
+            let wrote = tokio::time::timeout(idle, up.s.write_all(out)).await;
+            if !matches!(wrote, Ok(Ok(()))) {
+                self.up = None;
+                if retry {
+                    continue;
+                }
+                return self.fail(502).await;
+            }
+            up.reused = true;
+            self.ubuf.clear();
+            if body_done {
+                let head = read_response_head(
+                    &mut up.s,
+                    &mut self.client,
+                    &mut self.ubuf,
+                    &mut self.obuf,
+                    f,
+                    idle,
+                )
+                .await;
+                match head {
+                    Ok(r) => {
+                        self.cbuf.drain(..f.end + sent_body);
+                        break r;
+                    }
+                    Err(HeadErr::NothingYet) if retry => {
+                        self.up = None;
+                        continue;
+                    }
+                    Err(HeadErr::Client) => {
+                        self.up = None;
+                        return Next::Close;
+                    }
+                    Err(_) => return self.fail(502).await,
+                }
+            }
+            // The rest of the body streams while we wait for the response
+            // (an interim 100 may be what the client waits for; an early
+            // final response ends the exchange).
+            self.cbuf.drain(..f.end + sent_body);
+            let head = {
+                let (mut cr, mut cw) = self.client.split();
+                let (mut ur, mut uw) = up.s.inner_mut().split();
+                let body = relay(
+                    &mut cr,
+                    &mut uw,
+                    &mut self.cbuf,
+                    f.body,
+                    sent_body as u64,
+                    chunked.clone(),
+                    idle,
+                    cap,
+                );
+                let head =
+                    read_response_head(&mut ur, &mut cw, &mut self.ubuf, &mut self.obuf, f, idle);
+                tokio::pin!(body, head);
+                loop {
+                    tokio::select! {
+                        r = &mut body, if !body_done => match r {
+                            Ok(()) => body_done = true,
+                            Err(()) => break None,
+                        },
+                        h = &mut head => break Some(h),
+                    }
+                }
+            };
+            match head {
+                None => {
+                    // The client's body broke off (or was malformed): nothing
+                    // sane can follow on either connection.
+                    self.up = None;
+                    return Next::Close;
+                }
+                Some(Ok(r)) => break r,
+                Some(Err(HeadErr::Client)) => {
+                    self.up = None;
+                    return Next::Close;
+                }
+                Some(Err(_)) => return self.fail(502).await,
+            }
+        };
+        if !body_done {
+            // Answered before the request body was complete: relay the
+            // answer, then close both sides.
+            f.close = true;
+        }
+        self.respond(f, resp, body_done, cap).await
+    }
+
+    /// Send the response head (and body) to the client.
+    async fn respond(&mut self, f: Fwd, r: Resp, body_done: bool, cap: usize) -> Next {
+        let idle = self.idle();
+        let tunnel =
+            (r.status == 101 && f.upgrade) || (f.connect && (200..300).contains(&r.status));
+        let Some(up) = self.up.as_mut() else {
+            return Next::Close;
+        };
+        if tunnel {
+            let out: &[u8] = if r.verbatim {
+                &self.ubuf[r.start..r.end]
+            } else {
+                &self.obuf
+            };
+            if !matches!(
+                tokio::time::timeout(idle, self.client.write_all(out)).await,
+                Ok(Ok(()))
+            ) {
+                self.up = None;
+                return Next::Close;
+            }
+            self.ubuf.drain(..r.end);
+            return Next::Tunnel;
+        }
+        let avail = &self.ubuf[r.end..];
+        let mut chunked = Chunked::new();
+        let (here, done) = match r.body {
+            Body::None => (0, true),
+            Body::Length(n) => {
+                let k = avail.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                (k, k as u64 == n)
+            }
+            Body::Chunked => match chunked.feed(avail) {
+                Ok(k) => (k, chunked.is_done()),
+                Err(why) => {
+                    tracing::debug!(upstream = %up.addr, why, "bad chunked response body");
+                    return self.fail(502).await;
+                }
+            },
+            Body::UntilClose => (avail.len(), false),
+        };
+        // Bytes after a complete response: the upstream is confused.
+        let mut reusable = r.reusable && body_done && r.end + here == self.ubuf.len();
+        let out: &[u8] = if r.verbatim {
+            &self.ubuf[r.start..r.end + here]
+        } else {
+            self.obuf.extend_from_slice(&self.ubuf[r.end..r.end + here]);
+            &self.obuf
+        };
+        if !matches!(
+            tokio::time::timeout(idle, self.client.write_all(out)).await,
+            Ok(Ok(()))
+        ) {
+            self.up = None;
+            return Next::Close;
+        }
+        if !done {
+            self.ubuf.clear();
+            let relayed = relay(
+                &mut up.s,
+                &mut self.client,
+                &mut self.ubuf,
+                r.body,
+                here as u64,
+                chunked,
+                idle,
+                cap,
+            )
+            .await;
+            if relayed.is_err() || !self.ubuf.is_empty() {
+                reusable = false;
+            }
+            if relayed.is_err() {
+                self.up = None;
+                return Next::Close;
+            }
+        }
+        if !reusable {
+            self.up = None;
+        }
+        if f.close || r.body == Body::UntilClose {
+            Next::Close
+        } else {
+            Next::Continue
+        }
+    }
+}
+
+enum HeadErr {
+    /// EOF or reset before any response byte.
+    NothingYet,
+    /// The upstream's head was malformed, too large or late.
+    Bad,
+    /// Writing an interim response to the client failed.
+    Client,
+}
+
+fn simple(out: &mut Vec<u8>, status: u16, reason: Option<Reason>) {
+    out.clear();
+    let phrase = hyper::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let _ = std::io::Write::write_fmt(
+        out,
+        format_args!(
+            "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nConnection: close\r\n"
+        ),
+    );
+    if let Some(r) = reason {
+        out.extend_from_slice(REASON_HEADER.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(r.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let body_len = 4 + phrase.len() + 1;
+    let _ = std::io::Write::write_fmt(
+        out,
+        format_args!("Content-Length: {body_len}\r\n\r\n{status} {phrase}\n"),
+    );
+}
+
+/// Copy one message body from `r` to `w` (`done` bytes of it already
+/// went). Chunked bodies are scanned to find their end; bytes read past it
+/// (a pipelined request) stay in `buf`. Everything else is read exactly.
+#[allow(clippy::too_many_arguments)]
+async fn relay<R, W>(
+    r: &mut R,
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    body: Body,
+    done: u64,
+    mut chunked: Chunked,
+    idle: Duration,
+    cap: usize,
+) -> Result<(), ()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut left = match body {
+        Body::Length(n) => n.saturating_sub(done),
+        _ => u64::MAX,
+    };
+    loop {
+        if left == 0 || (body == Body::Chunked && chunked.is_done()) || body == Body::None {
+            return Ok(());
+        }
+        buf.clear();
+        buf.reserve(cap);
+        let want = left.min(cap as u64);
+        let n = match tokio::time::timeout(idle, (&mut *r).take(want).read_buf(buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return Err(()),
+        };
+        if n == 0 {
+            // EOF: the end of a close-delimited body, a truncation otherwise.
+            buf.clear();
+            return if body == Body::UntilClose {
+                Ok(())
+            } else {
+                Err(())
+            };
+        }
+        let k = match body {
+            Body::Chunked => chunked.feed(buf).map_err(|_| ())?,
+            _ => n,
+        };
+        if !matches!(
+            tokio::time::timeout(idle, w.write_all(&buf[..k])).await,
+            Ok(Ok(()))
+        ) {
+            return Err(());
+        }
+        if let Body::Length(_) = body {
+            left -= k as u64;
+        }
+        buf.drain(..k);
+        if body == Body::Chunked && chunked.is_done() {
+            return Ok(());
+        }
+    }
+}
+
+/// Read the upstream's response head into `ubuf`, relaying interim (1xx)
+/// responses to the client as they come. On success `obuf` holds the
+/// rewritten head unless the result says `verbatim`.
+async fn read_response_head<R, W>(
+    r: &mut R,
+    client: &mut W,
+    ubuf: &mut Vec<u8>,
+    obuf: &mut Vec<u8>,
+    f: Fwd,
+    idle: Duration,
+) -> Result<Resp, HeadErr>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut got_any = false;
+    loop {
+        if !ubuf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(ubuf) {
+                Ok(httparse::Status::Complete(end)) => {
+                    let status = resp.code.unwrap_or(0);
+                    if (100..200).contains(&status) && status != 101 {
+                        let w = tokio::time::timeout(idle, client.write_all(&ubuf[..end])).await;
+                        if !matches!(w, Ok(Ok(()))) {
+                            return Err(HeadErr::Client);
+                        }
+                        ubuf.drain(..end);
+                        continue;
+                    }
+                    return plan_response(ubuf, &resp, end, f, obuf).ok_or(HeadErr::Bad);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if ubuf.len() >= MAX_RESPONSE_HEAD {
+                        return Err(HeadErr::Bad);
+                    }
+                }
+                Err(_) => return Err(HeadErr::Bad),
+            }
+        }
+        ubuf.reserve(16 * 1024);
+        match tokio::time::timeout(idle, r.read_buf(ubuf)).await {
+            Ok(Ok(n)) if n > 0 => got_any = true,
+            Ok(_) if !got_any => return Err(HeadErr::NothingYet),
+            _ => return Err(HeadErr::Bad),
+        }
+    }
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Comma-separated list tokens of a header value, trimmed, empty ones skipped.
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|b| *b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// Header names a `Connection` header listed (bounded).
+struct Named<'a> {
+    names: [&'a [u8]; 16],
+    n: usize,
+}
+
+impl<'a> Named<'a> {
+    fn new() -> Self {
+        Named {
+            names: [&[]; 16],
+            n: 0,
+        }
+    }
+    fn add(&mut self, t: &'a [u8]) -> bool {
+        if self.n == self.names.len() {
+            return false;
+        }
+        self.names[self.n] = t;
+        self.n += 1;
+        true
+    }
+    fn has(&self, name: &str) -> bool {
+        self.names[..self.n]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// Start of a message after leading empty lines.
+fn skip_empty_lines(buf: &[u8]) -> usize {
+    buf.iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(buf.len())
+}
+
+/// The head's lines after the first, paired with httparse's headers (one
+/// line per header: obsolete line folding is rejected by httparse).
+fn header_lines<'b, 'h>(
+    head: &'b [u8],
+    headers: &'h [httparse::Header<'b>],
+) -> impl Iterator<Item = (&'b [u8], &'h httparse::Header<'b>)> {
+    head.split_inclusive(|b| *b == b'\n').skip(1).zip(headers)
+}
+
+/// Parse, decide and plan one request (the hot path: no allocation when
+/// the request is allowed and its head can go out as it is).
+fn plan(
+    shared: &Shared,
+    info: &ConnInfo,
+    buf: &[u8],
+    req: &httparse::Request<'_, '_>,
+    end: usize,
+    obuf: &mut Vec<u8>,
+) -> Plan {
+    let started = Instant::now();
+    obuf.clear();
+    let target = req.path.unwrap_or("");
+    let method = req.method.unwrap_or("");
+    let http10 = req.version == Some(0);
+    let mut hosts = req
+        .headers
+        .iter()
+        .filter(|h| eq(h.name, "host"))
+        .map(|h| h.value);
+    let host = match request_host(target, http10, &mut hosts) {
+        Ok(h) => h,
+        Err(reason) => {
+            let d = Decision {
+                action: Action::Block,
+                reason,
+                matched: None,
+            };
+            record(shared, Proto::Http, &d, "", info, started);
+            simple(obuf, 400, Some(reason));
+            return Plan::Answer;
+        }
+    };
+    {
+        let snap = shared.table.load();
+        let now = crate::decision::now_unix();
+        let d: Decision<'_> = match &host {
+            Some(h) => shared.policy.decide_host(&snap, h, Some(info.dst), now),
+            None => shared.policy.decide_no_name(Some(info.dst)),
+        };
+        if d.action == Action::Block {
+            let name = host.as_ref().map(|h| h.to_string()).unwrap_or_default();
+            record(shared, Proto::Http, &d, &name, info, started);
+            let block = OwnedBlock::from(&d);
+            drop(snap);
+            let raw_host = req
+                .headers
+                .iter()
+                .find(|h| eq(h.name, "host"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .unwrap_or(target);
+            let registrable = host.as_ref().map(registrable_of).unwrap_or_default();
+            block_answer(shared, raw_host.trim(), &registrable, &block, obuf);
+            return Plan::Answer;
+        }
+        record(shared, Proto::Http, &d, "", info, started);
+    }
+
+    // Framing and hop-by-hop headers.
+    let mut length: Option<u64> = None;
+    let mut te = false;
+    let mut te_chunked_last = false;
+    let mut bad = false;
+    let mut hop = false;
+    let mut close = http10;
+    let mut conn_upgrade = false;
+    let mut upgrade_hdr = false;
+    let mut h2c = false;
+    let mut named = Named::new();
+    for h in req.headers.iter() {
+        let n = h.name;
+        if eq(n, "content-length") {
+            let v = h.value.trim_ascii();
+            let parsed = std::str::from_utf8(v)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok());
+            match (parsed, length) {
+                (None, _) => bad = true,
+                (Some(v), Some(prev)) if v != prev => bad = true,
+                (Some(v), _) => length = Some(v),
+            }
+        } else if eq(n, "transfer-encoding") {
+            te = true;
+            for t in tokens(h.value) {
+                if te_chunked_last {
+                    // Something after `chunked`, or `chunked` twice.
+                    bad = true;
+                }
+                te_chunked_last = t.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if eq(n, "connection") {
+            hop = true;
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    conn_upgrade = true;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") && !named.add(t) {
+                    bad = true;
+                }
+            }
+        } else if eq(n, "keep-alive") || eq(n, "proxy-connection") {
+            hop = true;
+        } else if eq(n, "upgrade") {
+            upgrade_hdr = true;
+            if tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"h2c")) {
+                h2c = true;
+            }
+        }
+    }
+    if te && (http10 || !te_chunked_last) {
+        bad = true;
+    }
+    if bad {
+        simple(obuf, 400, None);
+        return Plan::Answer;
+    }
+    // TE with CL: chunked wins, CL is dropped, and the connection closes
+    // after the response (RFC 9112 §6.1).
+    let te_and_cl = te && length.is_some();
+    close |= te_and_cl;
+    let body = if te {
+        Body::Chunked
+    } else {
+        match length {
+            Some(0) | None => Body::None,
+            Some(n) => Body::Length(n),
+        }
+    };
+    let connect = eq(method, "CONNECT");
+    // An `Upgrade: h2c` would turn the connection into HTTP/2, whose
+    // streams name any authority without another decision: the offer is
+    // removed (RFC 9113 §3.1 clients then get HTTP/1.1).
+    let upgrade = upgrade_hdr && conn_upgrade && !h2c;
+    let abs_form = !connect && !target.starts_with('/') && target != "*";
+    let start = skip_empty_lines(&buf[..end]);
+    let f = Fwd {
+        start,
+        end,
+        verbatim: !hop && !te_and_cl && !abs_form && !h2c,
+        body,
+        close,
+        upgrade,
+        connect,
+        head: eq(method, "HEAD"),
+    };
+    if f.verbatim {
+        return Plan::Forward(f);
+    }
+    // Rewrite: request line (origin-form), kept header lines as they came.
+    let head = &buf[start..end];
+    if abs_form {
+        let after = target.find("://").map_or(target, |i| &target[i + 3..]);
+        let path = after.find(['/', '?']).map_or("", |i| &after[i..]);
+        obuf.extend_from_slice(method.as_bytes());
+        obuf.push(b' ');
+        if !path.starts_with('/') {
+            obuf.push(b'/');
+        }
+        obuf.extend_from_slice(path.as_bytes());
+        obuf.extend_from_slice(if http10 {
+            b" HTTP/1.0\r\n"
+        } else {
+            b" HTTP/1.1\r\n"
+        });
+    } else {
+        let line_end = head
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(head.len(), |i| i + 1);
+        obuf.extend_from_slice(&head[..line_end]);
+    }
+    for (line, h) in header_lines(head, req.headers) {
+        let n = h.name;
+        let drop = eq(n, "connection")
+            || eq(n, "keep-alive")
+            || eq(n, "proxy-connection")
+            || (te_and_cl && eq(n, "content-length"))
+            || (h2c && (eq(n, "upgrade") || eq(n, "http2-settings")))
+            || (named.has(n)
+                && !eq(n, "transfer-encoding")
+                && !eq(n, "content-length")
+                && !eq(n, "host")
+                && (!upgrade || !eq(n, "upgrade")));
+        if !drop {
+            obuf.extend_from_slice(line);
+        }
+    }
+    if upgrade {
+        obuf.extend_from_slice(b"Connection: upgrade\r\n");
+    }
+    obuf.extend_from_slice(b"\r\n");
+    Plan::Forward(f)
+}
+
+/// Framing and hop-by-hop handling of an upstream response head.
+fn plan_response(
+    ubuf: &[u8],
+    resp: &httparse::Response<'_, '_>,
+    end: usize,
+    f: Fwd,
+    obuf: &mut Vec<u8>,
+) -> Option<Resp> {
+    let status = resp.code?;
+    let http11 = resp.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut te = false;
+    let mut te_chunked_last = false;
+    let mut hop = false;
+    let mut up_close = !http11;
+    let mut named = Named::new();
+    for h in resp.headers.iter() {
+        let n = h.name;
+        if eq(n, "content-length") {
+            let v = std::str::from_utf8(h.value.trim_ascii())
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())?;
+            if length.is_some_and(|p| p != v) {
+                return None;
+            }
+            length = Some(v);
+        } else if eq(n, "transfer-encoding") {
+            te = true;
+            te_chunked_last = tokens(h.value)
+                .last()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if eq(n, "connection") {
+            hop = true;
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    up_close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    if !http11 {
+                        up_close = false;
+                    }
+                } else if !t.eq_ignore_ascii_case(b"upgrade") {
+                    named.add(t);
+                }
+            }
+        } else if eq(n, "keep-alive") || eq(n, "proxy-connection") {
+            hop = true;
+        }
+    }
+    let tunnel = (status == 101 && f.upgrade) || (f.connect && (200..300).contains(&status));
+    if status == 101 && !f.upgrade {
+        return None;
+    }
+    let body = if tunnel || f.head || status == 204 || status == 304 {
+        Body::None
+    } else if te {
+        if te_chunked_last {
+            Body::Chunked
+        } else {
+            Body::UntilClose
+        }
+    } else {
+        match length {
+            Some(0) => Body::None,
+            Some(n) => Body::Length(n),
+            None => Body::UntilClose,
+        }
+    };
+    let start = skip_empty_lines(&ubuf[..end]);
+    let add_close = (f.close || body == Body::UntilClose) && !tunnel;
+    let verbatim = tunnel || (!hop && !add_close);
+    let r = Resp {
+        start,
+        end,
+        verbatim,
+        status,
+        body,
+        reusable: !up_close && body != Body::UntilClose && !tunnel,
+    };
+    if verbatim {
+        return Some(r);
+    }
+    obuf.clear();
+    let head = &ubuf[start..end];
+    let line_end = head
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(head.len(), |i| i + 1);
+    obuf.extend_from_slice(&head[..line_end]);
+    for (line, h) in header_lines(head, resp.headers) {
+        let n = h.name;
+        let drop = eq(n, "connection")
+            || eq(n, "keep-alive")
+            || eq(n, "proxy-connection")
+            || (named.has(n) && !eq(n, "transfer-encoding") && !eq(n, "content-length"));
+        if !drop {
+            obuf.extend_from_slice(line);
+        }
+    }
+    if add_close {
+        obuf.extend_from_slice(b"Connection: close\r\n");
+    }
+    obuf.extend_from_slice(b"\r\n");
+    Some(r)
+}
+
+/// The block page (SPEC §6) as a complete HTTP/1.1 answer in `out`.
+fn block_answer(
+    shared: &Shared,
+    host: &str,
+    registrable: &str,
+    block: &OwnedBlock,
+    out: &mut Vec<u8>,
+) {
+    let (status, headers, body) = super::http::block_parts(shared, host, registrable, block);
+    out.clear();
+    let _ = std::io::Write::write_fmt(
+        out,
+        format_args!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ),
+    );
+    for (name, value) in &headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let _ = std::io::Write::write_fmt(out, format_args!("content-length: {}\r\n\r\n", body.len()));
+    out.extend_from_slice(&body);
+}

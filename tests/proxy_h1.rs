@@ -1,0 +1,345 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The HTTP/1 forwarding engine against a scripted raw upstream: exact bytes
+//! on the wire, response framings, upstream connection reuse, interim
+//! responses, early answers and malformed framing.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// What the scripted upstream does for one request (chosen by path).
+enum Act {
+    /// Send these bytes, keep the connection.
+    Send(Vec<u8>),
+    /// Send these bytes, then close.
+    SendClose(Vec<u8>),
+    /// Send an interim 100, read the body, then send these bytes.
+    Continue(Vec<u8>),
+    /// Answer before reading the body, then close.
+    EarlyClose(Vec<u8>),
+}
+
+struct Upstream {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    /// Every request as received (head + body), in order.
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+fn find(h: &[u8], pat: &[u8]) -> Option<usize> {
+    h.windows(pat.len()).position(|w| w == pat)
+}
+
+fn content_length(head: &[u8]) -> usize {
+    let s = String::from_utf8_lossy(head).to_ascii_lowercase();
+    s.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0))
+}
+
+fn upstream(script: fn(&str) -> Act) -> Upstream {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (c2, s2) = (conns.clone(), seen.clone());
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            c2.fetch_add(1, Ordering::SeqCst);
+            let seen = s2.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 65536];
+                loop {
+                    // One request head.
+                    let end = loop {
+                        if let Some(i) = find(&buf, b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut tmp) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    };
+                    let head: Vec<u8> = buf.drain(..end).collect();
+                    let line = String::from_utf8_lossy(&head).into_owned();
+                    let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    let act = script(&path);
+                    let mut read_body = |s: &mut TcpStream, buf: &mut Vec<u8>| -> Vec<u8> {
+                        let chunked = line
+                            .to_ascii_lowercase()
+                            .contains("transfer-encoding: chunked");
+                        loop {
+                            let done = if chunked {
+                                find(buf, b"0\r\n\r\n").map(|i| i + 5)
+                            } else {
+                                let n = content_length(&head);
+                                (buf.len() >= n).then_some(n)
+                            };
+                            if let Some(n) = done {
+                                return buf.drain(..n).collect();
+                            }
+                            match s.read(&mut tmp) {
+                                Ok(0) | Err(_) => return std::mem::take(buf),
+                                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                            }
+                        }
+                    };
+                    match act {
+                        Act::EarlyClose(resp) => {
+                            seen.lock().unwrap().push(head);
+                            let _ = s.write_all(&resp);
+                            return;
+                        }
+                        Act::Continue(resp) => {
+                            let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                            let body = read_body(&mut s, &mut buf);
+                            let mut all = head;
+                            all.extend_from_slice(&body);
+                            seen.lock().unwrap().push(all);
+                            let _ = s.write_all(&resp);
+                        }
+                        Act::Send(ref resp) | Act::SendClose(ref resp) => {
+                            let close = matches!(act, Act::SendClose(_));
+                            let body = read_body(&mut s, &mut buf);
+                            let mut all = head;
+                            all.extend_from_slice(&body);
+                            seen.lock().unwrap().push(all);
+                            let _ = s.write_all(resp);
+                            if close {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Upstream { addr, conns, seen }
+}
+
+fn ok(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn script(path: &str) -> Act {
+    match path {
+        "/head" => Act::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec()),
+        "/204" => Act::Send(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n".to_vec()),
+        "/chunked" => Act::Send(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nX-T: 1\r\n\r\n".to_vec(),
+        ),
+        "/until-close" => Act::SendClose(b"HTTP/1.0 200 OK\r\n\r\nuntil-close-body".to_vec()),
+        "/continue" => Act::Continue(ok("continued")),
+        "/early" => Act::EarlyClose(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig".to_vec(),
+        ),
+        "/bye" => Act::SendClose(ok("bye")),
+        p => Act::Send(ok(&format!("path={p}"))),
+    }
+}
+
+fn proxy_to(up: &Upstream) -> Proxy {
+    Proxy::start(up.addr, "\"127.0.0.0/8\"", "")
+}
+
+fn connect(p: &Proxy) -> TcpStream {
+    let s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Read one response whose end we know from its text.
+fn read_until(s: &mut TcpStream, end: &str) -> String {
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while find(&got, end.as_bytes()).is_none() {
+        let n = s.read(&mut tmp).expect("response");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&tmp[..n]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+#[test]
+fn request_bytes_arrive_as_sent_and_upstream_connections_are_reused() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    // Without hop-by-hop headers the head goes out byte for byte.
+    let raw = "GET /v?q=1 HTTP/1.1\r\nHost: www.example.com.cn\r\nX-Odd:   spaced value  \r\nx-lower: a\r\n\r\n";
+    let mut s = connect(&p);
+    s.write_all(raw.as_bytes()).unwrap();
+    read_until(&mut s, "path=/v?q=1");
+    assert_eq!(up.seen.lock().unwrap()[0], raw.as_bytes());
+    drop(s);
+    // A client's `Connection: close` is removed (it is about that hop) and
+    // five such clients, one after the other, share one upstream connection.
+    for i in 0..5 {
+        let (st, r) = http_raw(
+            p.addr,
+            &format!("GET /c{i} HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(header(&r, "connection"), Some("close"), "{r}");
+    }
+    let seen = up.seen.lock().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&seen[1]),
+        "GET /c0 HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n"
+    );
+    assert_eq!(up.conns.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn absolute_form_becomes_origin_form() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    let (st, r) = http_raw(
+        p.addr,
+        "GET http://www.example.com.cn?x=1 HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        String::from_utf8_lossy(&up.seen.lock().unwrap()[0]),
+        "GET /?x=1 HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n"
+    );
+}
+
+#[test]
+fn response_framings_keep_the_connection_in_step() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    let mut s = connect(&p);
+    let h = "Host: www.example.com.cn\r\n";
+    // HEAD: a Content-Length but no body.
+    s.write_all(format!("HEAD /head HTTP/1.1\r\n{h}\r\n").as_bytes())
+        .unwrap();
+    let r = read_until(&mut s, "\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // 204: no body.
+    s.write_all(format!("GET /204 HTTP/1.1\r\n{h}\r\n").as_bytes())
+        .unwrap();
+    let r = read_until(&mut s, "\r\n\r\n");
+    assert_eq!(r, "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n");
+    // Chunked, with extensions and trailers, relayed as it came.
+    s.write_all(format!("GET /chunked HTTP/1.1\r\n{h}\r\n").as_bytes())
+        .unwrap();
+    let r = read_until(&mut s, "X-T: 1\r\n\r\n");
+    assert_eq!(
+        r,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
+    );
+    // Still in step: a plain request on the same connection.
+    s.write_all(format!("GET /after HTTP/1.1\r\n{h}\r\n").as_bytes())
+        .unwrap();
+    read_until(&mut s, "path=/after");
+    // A body that ends when the upstream closes: the client gets all of it,
+    // told the connection closes, and it does.
+    s.write_all(format!("GET /until-close HTTP/1.1\r\n{h}\r\n").as_bytes())
+        .unwrap();
+    let r = read_to_end(&mut s);
+    assert!(r.ends_with("until-close-body"), "{r}");
+    assert_eq!(header(&r, "connection"), Some("close"), "{r}");
+}
+
+#[test]
+fn interim_100_continue_reaches_the_client() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    let mut s = connect(&p);
+    s.write_all(b"POST /continue HTTP/1.1\r\nHost: www.example.com.cn\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    // The client waits for the 100 before sending its body.
+    let r = read_until(&mut s, "\r\n\r\n");
+    assert_eq!(r, "HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").unwrap();
+    read_until(&mut s, "continued");
+    assert!(up.seen.lock().unwrap()[0].ends_with(b"\r\n\r\nhello"));
+}
+
+#[test]
+fn an_early_answer_ends_the_upload() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    let mut s = connect(&p);
+    s.write_all(b"POST /early HTTP/1.1\r\nHost: www.example.com.cn\r\nContent-Length: 1000000\r\n\r\n0123456789")
+        .unwrap();
+    let t = Instant::now();
+    let r = read_to_end(&mut s);
+    assert_eq!(status_of(&r), 413, "{r}");
+    assert!(r.ends_with("big"), "{r}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn upstream_closing_a_pooled_connection_is_survived() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    let (st, r) = http_raw(
+        p.addr,
+        "GET /bye HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(st, 200, "{r}");
+    std::thread::sleep(Duration::from_millis(100));
+    let (st, r) = http_raw(
+        p.addr,
+        "GET /next HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(st, 200, "{r}");
+    assert!(r.contains("path=/next"));
+    assert_eq!(up.conns.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn pipelined_bodies_are_split_where_they_end() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    let mut s = connect(&p);
+    s.write_all(
+        b"POST /a HTTP/1.1\r\nHost: www.example.com.cn\r\nContent-Length: 3\r\n\r\nabc\
+          POST /b HTTP/1.1\r\nHost: www.example.com.cn\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n\
+          GET /c HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let r = read_to_end(&mut s);
+    let (a, b, c) = (
+        r.find("path=/a").unwrap(),
+        r.find("path=/b").unwrap(),
+        r.find("path=/c").unwrap(),
+    );
+    assert!(a < b && b < c, "{r}");
+    let seen = up.seen.lock().unwrap();
+    assert!(seen[0].ends_with(b"\r\n\r\nabc"));
+    assert!(seen[1].ends_with(b"\r\n\r\n2\r\nde\r\n0\r\n\r\n"));
+    assert!(seen[2].starts_with(b"GET /c "));
+}
+
+#[test]
+fn malformed_framing_never_reaches_the_upstream() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    let h = "Host: www.example.com.cn\r\n";
+    for bad in [
+        format!("POST / HTTP/1.1\r\n{h}Content-Length: 5, 6\r\n\r\nhello"),
+        format!("POST / HTTP/1.1\r\n{h}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello"),
+        format!("POST / HTTP/1.1\r\n{h}Content-Length: -1\r\n\r\n"),
+        format!("POST / HTTP/1.0\r\n{h}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
+        format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\nzz\r\n"),
+    ] {
+        let (st, r) = http_raw(p.addr, &bad);
+        assert_eq!(st, 400, "{bad:?}: {r}");
+    }
+    assert!(up.seen.lock().unwrap().is_empty());
+}

@@ -7,7 +7,7 @@
 //! except the advice fragments and the provider links.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
@@ -105,29 +105,76 @@ pub struct PageInput<'a> {
 /// The compiled block page.
 pub struct BlockPage {
     segs: Vec<Seg>,
-    texts: HashMap<&'static str, Texts>,
+    /// By `Reason as usize`.
+    texts: Vec<Option<Compiled>>,
     status: u16,
     provider_name: String,
     provider_links: String,
 }
 
-pub fn escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// HTML-escape `s` onto `out` (text without markup characters is copied
+/// in one go).
+pub fn escape(s: &str, out: &mut Vec<u8>) {
+    let special = |b: &u8| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'');
+    if !s.as_bytes().iter().any(special) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    for &b in s.as_bytes() {
+        match b {
+            b'&' => out.extend_from_slice(b"&amp;"),
+            b'<' => out.extend_from_slice(b"&lt;"),
+            b'>' => out.extend_from_slice(b"&gt;"),
+            b'"' => out.extend_from_slice(b"&quot;"),
+            b'\'' => out.extend_from_slice(b"&#39;"),
+            b => out.push(b),
         }
     }
 }
 
 fn escaped(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
+    let mut o = Vec::with_capacity(s.len());
     escape(s, &mut o);
-    o
+    String::from_utf8(o).unwrap_or_default()
+}
+
+/// A reason's advice fragment, split at its placeholders once.
+#[derive(Debug, Clone)]
+enum AdviceSeg {
+    Lit(String),
+    Registrable,
+    ProviderName,
+    TableTime,
+}
+
+fn parse_advice(tmpl: &str) -> Vec<AdviceSeg> {
+    let mut segs = Vec::new();
+    let mut rest = tmpl;
+    while let Some(i) = rest.find("{{") {
+        segs.push(AdviceSeg::Lit(rest[..i].to_owned()));
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else {
+            segs.push(AdviceSeg::Lit(rest[i..].to_owned()));
+            return segs;
+        };
+        match after[..j].trim() {
+            "registrable" => segs.push(AdviceSeg::Registrable),
+            "provider_name" => segs.push(AdviceSeg::ProviderName),
+            "table_time" => segs.push(AdviceSeg::TableTime),
+            _ => {}
+        }
+        rest = &after[j + 2..];
+    }
+    segs.push(AdviceSeg::Lit(rest.to_owned()));
+    segs
+}
+
+/// One reason's texts, ready to render.
+struct Compiled {
+    title_zh: String,
+    title_en: String,
+    advice_zh: Vec<AdviceSeg>,
+    advice_en: Vec<AdviceSeg>,
 }
 
 impl BlockPage {
@@ -145,19 +192,24 @@ impl BlockPage {
         let segs = parse_template(&template).map_err(|e| format!("[block] template: {e}"))?;
         let mut raw: HashMap<String, Texts> =
             toml::from_str(&reasons).map_err(|e| format!("[block] reasons: {e}"))?;
-        let mut texts = HashMap::new();
+        let mut texts: Vec<Option<Compiled>> = Vec::new();
         for r in Reason::ALL {
-            if let Some(t) = raw.remove(r.as_str()) {
-                texts.insert(r.as_str(), t);
+            let i = r as usize;
+            if texts.len() <= i {
+                texts.resize_with(i + 1, || None);
             }
+            texts[i] = raw.remove(r.as_str()).map(|t| Compiled {
+                advice_zh: parse_advice(&t.advice_zh),
+                advice_en: parse_advice(&t.advice_en),
+                title_zh: t.title_zh,
+                title_en: t.title_en,
+            });
         }
         let mut links = String::new();
         for l in &cfg.links {
-            let _ = write!(
-                links,
-                "<a href=\"{}\">{}</a>",
-                escaped(&l.url),
-                escaped(&l.name)
+            let _ = std::fmt::Write::write_fmt(
+                &mut links,
+                format_args!("<a href=\"{}\">{}</a>", escaped(&l.url), escaped(&l.name)),
             );
         }
         Ok(BlockPage {
@@ -173,63 +225,54 @@ impl BlockPage {
         self.status
     }
 
-    fn advice(&self, tmpl: &str, input: &PageInput<'_>) -> String {
-        // Fill the advice's own placeholders (escaped); the fragment itself
-        // is trusted operator HTML.
-        let mut out = String::with_capacity(tmpl.len() + 64);
-        let mut rest = tmpl;
-        while let Some(i) = rest.find("{{") {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 2..];
-            let Some(j) = after.find("}}") else {
-                out.push_str(&rest[i..]);
-                return out;
-            };
-            match after[..j].trim() {
-                "registrable" => escape(input.registrable, &mut out),
-                "provider_name" => escape(&self.provider_name, &mut out),
-                "table_time" => escape(input.table_time, &mut out),
-                _ => {}
+    fn advice(&self, segs: &[AdviceSeg], input: &PageInput<'_>, out: &mut Vec<u8>) {
+        // The fragment is trusted operator HTML; its placeholders are escaped.
+        for seg in segs {
+            match seg {
+                AdviceSeg::Lit(s) => out.extend_from_slice(s.as_bytes()),
+                AdviceSeg::Registrable => escape(input.registrable, out),
+                AdviceSeg::ProviderName => escape(&self.provider_name, out),
+                AdviceSeg::TableTime => escape(input.table_time, out),
             }
-            rest = &after[j + 2..];
         }
-        out.push_str(rest);
-        out
     }
 
     /// Render the page for one blocked request.
     pub fn render(&self, input: &PageInput<'_>) -> String {
-        let texts = self.texts.get(input.reason.as_str());
-        let empty = String::new();
-        let (tz, te, az, ae) = match texts {
-            Some(t) => (&t.title_zh, &t.title_en, &t.advice_zh, &t.advice_en),
-            None => (&empty, &empty, &empty, &empty),
-        };
-        let mut out = String::with_capacity(8192);
+        let mut out = Vec::with_capacity(8192);
+        self.render_into(input, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Render the page onto `out` (one pass over the compiled segments).
+    pub fn render_into(&self, input: &PageInput<'_>, out: &mut Vec<u8>) {
+        let texts = self
+            .texts
+            .get(input.reason as usize)
+            .and_then(Option::as_ref);
         for seg in &self.segs {
             match seg {
-                Seg::Lit(s) => out.push_str(s),
+                Seg::Lit(s) => out.extend_from_slice(s.as_bytes()),
                 Seg::Var(v) => match v {
                     Var::Status => {
                         let _ = write!(out, "{}", self.status);
                     }
-                    Var::Host => escape(input.host, &mut out),
-                    Var::Registrable => escape(input.registrable, &mut out),
-                    Var::Reason => out.push_str(input.reason.as_str()),
-                    Var::TitleZh => escape(tz, &mut out),
-                    Var::TitleEn => escape(te, &mut out),
-                    Var::AdviceZh => out.push_str(&self.advice(az, input)),
-                    Var::AdviceEn => out.push_str(&self.advice(ae, input)),
-                    Var::Icp => escape(input.icp.unwrap_or("—"), &mut out),
-                    Var::RequestId => escape(input.request_id, &mut out),
-                    Var::Time => escape(input.time, &mut out),
-                    Var::TableTime => escape(input.table_time, &mut out),
-                    Var::ProviderName => escape(&self.provider_name, &mut out),
-                    Var::ProviderLinks => out.push_str(&self.provider_links),
+                    Var::Host => escape(input.host, out),
+                    Var::Registrable => escape(input.registrable, out),
+                    Var::Reason => out.extend_from_slice(input.reason.as_str().as_bytes()),
+                    Var::TitleZh => escape(texts.map_or("", |t| &t.title_zh), out),
+                    Var::TitleEn => escape(texts.map_or("", |t| &t.title_en), out),
+                    Var::AdviceZh => self.advice(texts.map_or(&[], |t| &t.advice_zh), input, out),
+                    Var::AdviceEn => self.advice(texts.map_or(&[], |t| &t.advice_en), input, out),
+                    Var::Icp => escape(input.icp.unwrap_or("—"), out),
+                    Var::RequestId => escape(input.request_id, out),
+                    Var::Time => escape(input.time, out),
+                    Var::TableTime => escape(input.table_time, out),
+                    Var::ProviderName => escape(&self.provider_name, out),
+                    Var::ProviderLinks => out.extend_from_slice(self.provider_links.as_bytes()),
                 },
             }
         }
-        out
     }
 }
 
@@ -280,7 +323,7 @@ mod tests {
                 r,
                 Reason::Filed | Reason::Allowlisted | Reason::OutsideMainland
             ) {
-                assert!(page.texts.contains_key(r.as_str()), "no texts for {r}");
+                assert!(page.texts.get(r as usize).is_some_and(Option::is_some), "no texts for {r}");
             }
         }
     }

@@ -95,8 +95,10 @@ enum Body {
 enum Plan {
     /// Forward; `obuf` holds the rewritten head unless `verbatim`.
     Forward(Fwd),
-    /// `obuf` holds a complete answer; then close.
-    Answer,
+    /// `obuf` holds a complete answer; then close. `linger`: the client
+    /// may still be sending (keep-alive, a body, pipelined bytes), so read
+    /// and drop for a moment before closing, lest an RST destroy the answer.
+    Answer { linger: bool },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -207,8 +209,8 @@ impl Conn<'_> {
                 None => return Next::Close,
             };
             match plan {
-                Plan::Answer => {
-                    self.answer_and_close().await;
+                Plan::Answer { linger } => {
+                    self.answer_and_close(linger).await;
                     return Next::Close;
                 }
                 Plan::Forward(f) => match self.forward(f).await {
@@ -228,28 +230,15 @@ impl Conn<'_> {
         let mut header_deadline: Option<tokio::time::Instant> = None;
         loop {
             if !self.cbuf.is_empty() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(&self.cbuf) {
-                    Ok(httparse::Status::Complete(end)) => {
-                        return Some(plan(
-                            self.shared,
-                            self.info,
-                            &self.cbuf,
-                            &req,
-                            end,
-                            &mut self.obuf,
-                        ));
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(_) => {
-                        simple(&mut self.obuf, 400, None);
-                        return Some(Plan::Answer);
-                    }
+                // Parsing happens in a plain function: the 4 KiB header
+                // array must not become part of this future's state.
+                if let Some(p) = parse_and_plan(self.shared, self.info, &self.cbuf, &mut self.obuf)
+                {
+                    return Some(p);
                 }
                 if self.cbuf.len() >= self.shared.limits.max_sniff_bytes.max(8192) {
                     simple(&mut self.obuf, 431, None);
-                    return Some(Plan::Answer);
+                    return Some(Plan::Answer { linger: true });
                 }
             }
             let now = tokio::time::Instant::now();
@@ -281,7 +270,7 @@ impl Conn<'_> {
         }
     }
 
-    async fn answer_and_close(&mut self) {
+    async fn answer_and_close(&mut self, linger: bool) {
         let idle = self.idle();
         if tokio::time::timeout(idle, self.client.write_all(&self.obuf))
             .await
@@ -289,14 +278,18 @@ impl Conn<'_> {
         {
             return;
         }
+        if !linger {
+            return;
+        }
         // Lingering close: FIN, then read (and drop) what the client still
         // sends for a moment, so our answer is not lost to an RST.
         let _ = self.client.shutdown().await;
         let deadline = tokio::time::Instant::now() + LINGER;
         let mut seen = 0;
-        let mut sink = [0u8; 4096];
         while seen < LINGER_BYTES {
-            match tokio::time::timeout_at(deadline, self.client.read(&mut sink)).await {
+            self.ubuf.clear();
+            self.ubuf.reserve(4096);
+            match tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.ubuf)).await {
                 Ok(Ok(n)) if n > 0 => seen += n,
                 _ => break,
             }
@@ -349,7 +342,7 @@ impl Conn<'_> {
     async fn fail(&mut self, status: u16) -> Next {
         self.up = None;
         simple(&mut self.obuf, status, None);
-        self.answer_and_close().await;
+        self.answer_and_close(true).await;
         Next::Close
     }
 
@@ -690,27 +683,22 @@ where
     let mut got_any = false;
     loop {
         if !ubuf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(ubuf) {
-                Ok(httparse::Status::Complete(end)) => {
-                    let status = resp.code.unwrap_or(0);
-                    if (100..200).contains(&status) && status != 101 {
-                        let w = tokio::time::timeout(idle, client.write_all(&ubuf[..end])).await;
-                        if !matches!(w, Ok(Ok(()))) {
-                            return Err(HeadErr::Client);
-                        }
-                        ubuf.drain(..end);
-                        continue;
+            match parse_response(ubuf, f, obuf) {
+                RespParse::Interim(end) => {
+                    let w = tokio::time::timeout(idle, client.write_all(&ubuf[..end])).await;
+                    if !matches!(w, Ok(Ok(()))) {
+                        return Err(HeadErr::Client);
                     }
-                    return plan_response(ubuf, &resp, end, f, obuf).ok_or(HeadErr::Bad);
+                    ubuf.drain(..end);
+                    continue;
                 }
-                Ok(httparse::Status::Partial) => {
+                RespParse::Final(r) => return Ok(r),
+                RespParse::Partial => {
                     if ubuf.len() >= MAX_RESPONSE_HEAD {
                         return Err(HeadErr::Bad);
                     }
                 }
-                Err(_) => return Err(HeadErr::Bad),
+                RespParse::Bad => return Err(HeadErr::Bad),
             }
         }
         ubuf.reserve(16 * 1024);
@@ -719,6 +707,53 @@ where
             Ok(_) if !got_any => return Err(HeadErr::NothingYet),
             _ => return Err(HeadErr::Bad),
         }
+    }
+}
+
+/// A complete request head at the start of `buf`, planned; `None` when
+/// more bytes are needed.
+fn parse_and_plan(
+    shared: &Shared,
+    info: &ConnInfo,
+    buf: &[u8],
+    obuf: &mut Vec<u8>,
+) -> Option<Plan> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(end)) => Some(plan(shared, info, buf, &req, end, obuf)),
+        Ok(httparse::Status::Partial) => None,
+        Err(_) => {
+            simple(obuf, 400, None);
+            Some(Plan::Answer { linger: true })
+        }
+    }
+}
+
+enum RespParse {
+    Partial,
+    /// An interim (1xx) response of this many bytes.
+    Interim(usize),
+    Final(Resp),
+    Bad,
+}
+
+fn parse_response(ubuf: &[u8], f: Fwd, obuf: &mut Vec<u8>) -> RespParse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(ubuf) {
+        Ok(httparse::Status::Complete(end)) => {
+            let status = resp.code.unwrap_or(0);
+            if (100..200).contains(&status) && status != 101 {
+                return RespParse::Interim(end);
+            }
+            match plan_response(ubuf, &resp, end, f, obuf) {
+                Some(r) => RespParse::Final(r),
+                None => RespParse::Bad,
+            }
+        }
+        Ok(httparse::Status::Partial) => RespParse::Partial,
+        Err(_) => RespParse::Bad,
     }
 }
 
@@ -807,7 +842,7 @@ fn plan(
             };
             record(shared, Proto::Http, &d, "", info, started);
             simple(obuf, 400, Some(reason));
-            return Plan::Answer;
+            return Plan::Answer { linger: true };
         }
     };
     {
@@ -830,7 +865,19 @@ fn plan(
                 .unwrap_or(target);
             let registrable = host.as_ref().map(registrable_of).unwrap_or_default();
             block_answer(shared, raw_host.trim(), &registrable, &block, obuf);
-            return Plan::Answer;
+            // Nothing more can come from a client that said it is done and
+            // sent no body: close at once.
+            let done = end == buf.len()
+                && (http10
+                    || req.headers.iter().any(|h| {
+                        eq(h.name, "connection")
+                            && tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"))
+                    }))
+                && !req
+                    .headers
+                    .iter()
+                    .any(|h| eq(h.name, "content-length") || eq(h.name, "transfer-encoding"));
+            return Plan::Answer { linger: !done };
         }
         record(shared, Proto::Http, &d, "", info, started);
     }
@@ -893,7 +940,7 @@ fn plan(
     }
     if bad {
         simple(obuf, 400, None);
-        return Plan::Answer;
+        return Plan::Answer { linger: true };
     }
     // TE with CL: chunked wins, CL is dropped, and the connection closes
     // after the response (RFC 9112 §6.1).
@@ -1087,22 +1134,20 @@ fn block_answer(
     block: &OwnedBlock,
     out: &mut Vec<u8>,
 ) {
-    let (status, headers, body) = super::http::block_parts(shared, host, registrable, block);
+    use std::io::Write as _;
+    // Body first (its length goes in the head), then the head in front.
     out.clear();
-    let _ = std::io::Write::write_fmt(
-        out,
-        format_args!(
-            "HTTP/1.1 {} {}\r\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        ),
+    let a = super::http::render_block(shared, host, registrable, block, out);
+    let mut head = Vec::with_capacity(320);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\n",
+        a.status.as_u16(),
+        a.status.canonical_reason().unwrap_or("")
     );
-    for (name, value) in &headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    for (name, value) in a.headers() {
+        let _ = write!(head, "{name}: {value}\r\n");
     }
-    let _ = std::io::Write::write_fmt(out, format_args!("content-length: {}\r\n\r\n", body.len()));
-    out.extend_from_slice(&body);
+    let _ = write!(head, "content-length: {}\r\n\r\n", out.len());
+    out.splice(0..0, head);
 }

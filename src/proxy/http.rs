@@ -8,14 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{registrable_of, OwnedBlock, Shared};
 use crate::block::{self, PageInput};
-use crate::decision::rfc3339;
+use crate::decision::{rfc3339, Reason};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 pub const REASON_HEADER: &str = "x-icpgate-reason";
@@ -26,13 +26,34 @@ fn full(b: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// The block page (SPEC §6): status, headers and body.
-pub fn block_parts(
+/// A rendered block answer: its status and per-request headers.
+pub struct BlockAnswer {
+    pub status: StatusCode,
+    pub reason: Reason,
+    pub request_id: String,
+}
+
+impl BlockAnswer {
+    /// The answer's headers (SPEC §6), one list for both HTTP paths.
+    pub fn headers(&self) -> [(&'static str, &str); 5] {
+        [
+            ("content-type", "text/html; charset=utf-8"),
+            ("cache-control", "no-store"),
+            ("connection", "close"),
+            (REASON_HEADER, self.reason.as_str()),
+            ("x-icpgate-request-id", &self.request_id),
+        ]
+    }
+}
+
+/// Render the block page (SPEC §6) onto `body`.
+pub fn render_block(
     shared: &Shared,
     host: &str,
     registrable: &str,
     block: &OwnedBlock,
-) -> (StatusCode, hyper::HeaderMap, Bytes) {
+    body: &mut Vec<u8>,
+) -> BlockAnswer {
     let request_id = block::request_id();
     let table_time = shared
         .table
@@ -41,31 +62,41 @@ pub fn block_parts(
         .loaded_at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or_else(|_| "—".to_owned(), |d| rfc3339(d.as_secs() as i64));
-    let html = shared.page.render(&PageInput {
-        host,
-        registrable,
+    shared.page.render_into(
+        &PageInput {
+            host,
+            registrable,
+            reason: block.reason,
+            icp: block.icp.as_deref(),
+            request_id: &request_id,
+            time: &rfc3339(crate::decision::now_unix()),
+            table_time: &table_time,
+        },
+        body,
+    );
+    BlockAnswer {
+        status: StatusCode::from_u16(shared.page.status()).unwrap_or(StatusCode::FORBIDDEN),
         reason: block.reason,
-        icp: block.icp.as_deref(),
-        request_id: &request_id,
-        time: &rfc3339(crate::decision::now_unix()),
-        table_time: &table_time,
-    });
-    let status = StatusCode::from_u16(shared.page.status()).unwrap_or(StatusCode::FORBIDDEN);
-    let mut h = hyper::HeaderMap::new();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(CONNECTION, HeaderValue::from_static("close"));
-    h.insert(
-        REASON_HEADER,
-        HeaderValue::from_static(block.reason.as_str()),
-    );
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-icpgate-request-id", v);
+        request_id,
     }
-    (status, h, Bytes::from(html))
+}
+
+/// The block page as hyper parts.
+pub fn block_parts(
+    shared: &Shared,
+    host: &str,
+    registrable: &str,
+    block: &OwnedBlock,
+) -> (StatusCode, hyper::HeaderMap, Bytes) {
+    let mut body = Vec::with_capacity(8192);
+    let a = render_block(shared, host, registrable, block, &mut body);
+    let mut h = hyper::HeaderMap::new();
+    for (name, value) in a.headers() {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+    (a.status, h, Bytes::from(body))
 }
 
 fn response(status: StatusCode, headers: hyper::HeaderMap, body: Bytes) -> Response<Body> {

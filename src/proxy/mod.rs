@@ -132,10 +132,15 @@ pub async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
-    let local = match stream.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
+    // TCP_NODELAY comes from the listening socket. A listener bound to one
+    // address with a fixed upstream knows its local address without asking.
+    let local = if lctx.upstream.is_some() && !lctx.addr.ip().is_unspecified() {
+        lctx.addr
+    } else {
+        match stream.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        }
     };
     let (upstream, dst) = match (lctx.upstream, lctx.transparent) {
         (Some(up), _) => (Upstream::new(up, lctx.fwmark), local.ip()),
@@ -481,7 +486,7 @@ async fn tls_conn(
         }
     };
     match blocked {
-        Some((name, owned)) => tls_block_owned(&shared, stream, buf, &name, owned).await,
+        Some((name, owned)) => Box::pin(tls_block_owned(&shared, stream, buf, &name, owned)).await,
         None => passthrough(&shared, &info, stream, buf).await,
     }
 }
@@ -507,7 +512,14 @@ impl From<&Decision<'_>> for OwnedBlock {
 }
 
 async fn tls_block(shared: &Shared, stream: TcpStream, buf: Vec<u8>, name: &str, d: &Decision<'_>) {
-    tls_block_owned(shared, stream, buf, name, OwnedBlock::from(d)).await
+    Box::pin(tls_block_owned(
+        shared,
+        stream,
+        buf,
+        name,
+        OwnedBlock::from(d),
+    ))
+    .await
 }
 
 async fn tls_block_owned(

@@ -108,7 +108,7 @@ pub struct BlockPage {
     /// By `Reason as usize`.
     texts: Vec<Option<Compiled>>,
     status: u16,
-    provider_name: String,
+    provider_name_html: String,
     provider_links: String,
 }
 
@@ -169,7 +169,7 @@ fn parse_advice(tmpl: &str) -> Vec<AdviceSeg> {
     segs
 }
 
-/// One reason's texts, ready to render.
+/// One reason's texts, ready to render (titles already escaped).
 struct Compiled {
     title_zh: String,
     title_en: String,
@@ -201,8 +201,8 @@ impl BlockPage {
             texts[i] = raw.remove(r.as_str()).map(|t| Compiled {
                 advice_zh: parse_advice(&t.advice_zh),
                 advice_en: parse_advice(&t.advice_en),
-                title_zh: t.title_zh,
-                title_en: t.title_en,
+                title_zh: escaped(&t.title_zh),
+                title_en: escaped(&t.title_en),
             });
         }
         let mut links = String::new();
@@ -216,7 +216,7 @@ impl BlockPage {
             segs,
             texts,
             status: cfg.http_status,
-            provider_name: cfg.provider_name.clone(),
+            provider_name_html: escaped(&cfg.provider_name),
             provider_links: links,
         })
     }
@@ -231,7 +231,9 @@ impl BlockPage {
             match seg {
                 AdviceSeg::Lit(s) => out.extend_from_slice(s.as_bytes()),
                 AdviceSeg::Registrable => escape(input.registrable, out),
-                AdviceSeg::ProviderName => escape(&self.provider_name, out),
+                AdviceSeg::ProviderName => {
+                    out.extend_from_slice(self.provider_name_html.as_bytes())
+                }
                 AdviceSeg::TableTime => escape(input.table_time, out),
             }
         }
@@ -260,15 +262,19 @@ impl BlockPage {
                     Var::Host => escape(input.host, out),
                     Var::Registrable => escape(input.registrable, out),
                     Var::Reason => out.extend_from_slice(input.reason.as_str().as_bytes()),
-                    Var::TitleZh => escape(texts.map_or("", |t| &t.title_zh), out),
-                    Var::TitleEn => escape(texts.map_or("", |t| &t.title_en), out),
+                    Var::TitleZh => {
+                        out.extend_from_slice(texts.map_or("", |t| &t.title_zh).as_bytes())
+                    }
+                    Var::TitleEn => {
+                        out.extend_from_slice(texts.map_or("", |t| &t.title_en).as_bytes())
+                    }
                     Var::AdviceZh => self.advice(texts.map_or(&[], |t| &t.advice_zh), input, out),
                     Var::AdviceEn => self.advice(texts.map_or(&[], |t| &t.advice_en), input, out),
                     Var::Icp => escape(input.icp.unwrap_or("—"), out),
                     Var::RequestId => escape(input.request_id, out),
                     Var::Time => escape(input.time, out),
                     Var::TableTime => escape(input.table_time, out),
-                    Var::ProviderName => escape(&self.provider_name, out),
+                    Var::ProviderName => out.extend_from_slice(self.provider_name_html.as_bytes()),
                     Var::ProviderLinks => out.extend_from_slice(self.provider_links.as_bytes()),
                 },
             }
@@ -323,7 +329,10 @@ mod tests {
                 r,
                 Reason::Filed | Reason::Allowlisted | Reason::OutsideMainland
             ) {
-                assert!(page.texts.get(r as usize).is_some_and(Option::is_some), "no texts for {r}");
+                assert!(
+                    page.texts.get(r as usize).is_some_and(Option::is_some),
+                    "no texts for {r}"
+                );
             }
         }
     }

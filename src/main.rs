@@ -1,3 +1,8 @@
+// The data path allocates per connection (task, buffers) in sizes glibc
+// serves from its slow path; mimalloc's are cheaper (BENCHMARKS.md §7).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 
 pub struct TopBlocked {
-    counts: DashMap<Box<str>, AtomicU64>,
+    /// Hosts are client-chosen: a per-process seeded hash (no fixed seed
+    /// to build collisions against), cheaper than SipHash.
+    counts: DashMap<Box<str>, AtomicU64, foldhash::fast::RandomState>,
     capacity: usize,
 }
 
 impl TopBlocked {
     pub fn new(capacity: usize) -> Self {
         TopBlocked {
-            counts: DashMap::new(),
+            counts: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             capacity: capacity.max(2),
         }
     }

@@ -271,7 +271,7 @@ mod tests {
         let mut c = Chunked::new();
         assert!(c.feed(&[b'1'; 5000]).is_err());
         let mut long = b"1;".to_vec();
-        long.extend(std::iter::repeat_n(b'a', 5000));
+        long.extend([b'a'; 5000]);
         assert!(Chunked::new().feed(&long).is_err());
         let mut trailers = b"0\r\n".to_vec();
         for _ in 0..2000 {

@@ -25,7 +25,7 @@ use super::chunked::Chunked;
 use super::upstream::Tracked;
 use super::{record, registrable_of, ConnInfo, OwnedBlock, Shared};
 use crate::decision::{Action, Decision, Reason};
-use crate::metrics::Proto;
+use crate::metrics::{Proto, Sniffed};
 use crate::sniff::http::{request_host, MAX_HEADERS};
 
 use super::http::REASON_HEADER;
@@ -41,10 +41,12 @@ const POOL_PER_DEST: usize = 256;
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
 
+type IdleMap = HashMap<SocketAddr, Vec<(Tracked, Instant)>, foldhash::fast::RandomState>;
+
 /// Idle upstream connections of one listener, by destination.
 #[derive(Default)]
 pub struct UpPool {
-    idle: Mutex<HashMap<SocketAddr, Vec<(Tracked, Instant)>>>,
+    idle: Mutex<IdleMap>,
 }
 
 impl UpPool {
@@ -150,12 +152,22 @@ struct Conn<'a> {
     ubuf: Vec<u8>,
     obuf: Vec<u8>,
     up: Option<Up>,
+    /// Until the first head is complete: its deadline (from accept).
+    first: Option<tokio::time::Instant>,
 }
 
-/// Serve a client connection whose first bytes (`buf`, at least one
-/// complete request head) were already read by the sniffer.
-pub async fn serve(shared: Arc<Shared>, info: ConnInfo, client: TcpStream, buf: Vec<u8>) {
+/// Serve a client connection the sniffer found to start like HTTP/1.x
+/// (`buf`: the bytes read so far). The first head must be complete by
+/// `first_deadline`.
+pub async fn serve(
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    client: TcpStream,
+    buf: Vec<u8>,
+    first_deadline: tokio::time::Instant,
+) {
     let mut c = Conn {
+        first: Some(first_deadline),
         shared: &shared,
         info: &info,
         client,
@@ -185,8 +197,8 @@ pub async fn serve(shared: Arc<Shared>, info: ConnInfo, client: TcpStream, buf: 
             drop((cbuf, ubuf));
             let limits = &shared.limits;
             super::pipe::pipe(
-                client,
-                upstream,
+                &mut client,
+                upstream.inner_mut(),
                 limits.copy_buffer_bytes,
                 Duration::from_secs(limits.idle_timeout_secs),
             )
@@ -226,17 +238,36 @@ impl Conn<'_> {
 
     /// Read until a complete head is buffered, then plan it. `None`: the
     /// connection is over (EOF, timeout, shutdown, or an error answered).
+    /// The connection's first head is what the sniffer saw: its outcome is
+    /// counted in `icpgate_sniff_total` and its deadline runs from accept.
     async fn next_request(&mut self) -> Option<Plan> {
-        let mut header_deadline: Option<tokio::time::Instant> = None;
+        let mut header_deadline: Option<tokio::time::Instant> = self.first;
         loop {
             if !self.cbuf.is_empty() {
                 // Parsing happens in a plain function: the 4 KiB header
                 // array must not become part of this future's state.
-                if let Some(p) = parse_and_plan(self.shared, self.info, &self.cbuf, &mut self.obuf)
-                {
-                    return Some(p);
+                match parse_and_plan(self.shared, self.info, &self.cbuf, &mut self.obuf) {
+                    Parsed::Plan(p) => {
+                        if self.first.take().is_some() {
+                            self.shared.metrics.sniffed(Sniffed::Http);
+                        }
+                        return Some(p);
+                    }
+                    Parsed::Invalid => {
+                        if self.first.is_some() {
+                            self.shared.metrics.sniffed(Sniffed::Invalid);
+                        }
+                        tracing::debug!(peer = %self.info.peer, "invalid request head");
+                        return Some(Plan::Answer { linger: true });
+                    }
+                    Parsed::NeedMore => {}
                 }
-                if self.cbuf.len() >= self.shared.limits.max_sniff_bytes.max(8192) {
+                if self.cbuf.len() >= self.shared.limits.max_sniff_bytes {
+                    if self.first.is_some() {
+                        // As the sniffer's cap: closed, counted.
+                        self.shared.metrics.sniffed(Sniffed::Invalid);
+                        return None;
+                    }
                     simple(&mut self.obuf, 431, None);
                     return Some(Plan::Answer { linger: true });
                 }
@@ -261,10 +292,19 @@ impl Conn<'_> {
                 let dl = *header_deadline.get_or_insert(
                     now + Duration::from_millis(self.shared.limits.header_timeout_ms),
                 );
-                self.cbuf.reserve(4096);
-                match tokio::time::timeout_at(dl, self.client.read_buf(&mut self.cbuf)).await {
+                // Never buffer past the cap.
+                let room = self.shared.limits.max_sniff_bytes - self.cbuf.len();
+                self.cbuf.reserve(room.min(4096));
+                let mut limited = (&mut self.client).take(room as u64);
+                match tokio::time::timeout_at(dl, limited.read_buf(&mut self.cbuf)).await {
                     Ok(Ok(n)) if n > 0 => {}
-                    _ => return None,
+                    _ => {
+                        // A partial head that stalled or was cut: fail closed.
+                        if self.first.is_some() {
+                            self.shared.metrics.sniffed(Sniffed::Incomplete);
+                        }
+                        return None;
+                    }
                 }
             }
         }
@@ -701,7 +741,7 @@ where
                 RespParse::Bad => return Err(HeadErr::Bad),
             }
         }
-        ubuf.reserve(16 * 1024);
+        ubuf.reserve(4096);
         match tokio::time::timeout(idle, r.read_buf(ubuf)).await {
             Ok(Ok(n)) if n > 0 => got_any = true,
             Ok(_) if !got_any => return Err(HeadErr::NothingYet),
@@ -710,24 +750,27 @@ where
     }
 }
 
-/// A complete request head at the start of `buf`, planned; `None` when
-/// more bytes are needed.
-fn parse_and_plan(
-    shared: &Shared,
-    info: &ConnInfo,
-    buf: &[u8],
-    obuf: &mut Vec<u8>,
-) -> Option<Plan> {
+/// A complete request head at the start of `buf`, planned.
+fn parse_and_plan(shared: &Shared, info: &ConnInfo, buf: &[u8], obuf: &mut Vec<u8>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(end)) => Some(plan(shared, info, buf, &req, end, obuf)),
-        Ok(httparse::Status::Partial) => None,
+        Ok(httparse::Status::Complete(end)) => {
+            Parsed::Plan(plan(shared, info, buf, &req, end, obuf))
+        }
+        Ok(httparse::Status::Partial) => Parsed::NeedMore,
         Err(_) => {
             simple(obuf, 400, None);
-            Some(Plan::Answer { linger: true })
+            Parsed::Invalid
         }
     }
+}
+
+enum Parsed {
+    NeedMore,
+    /// Not a valid request head; `obuf` holds the 400.
+    Invalid,
+    Plan(Plan),
 }
 
 enum RespParse {

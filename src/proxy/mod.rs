@@ -395,9 +395,10 @@ async fn passthrough(shared: &Shared, info: &ConnInfo, client: TcpStream, first:
         return;
     }
     drop(first);
+    let mut client = client;
     pipe::pipe(
-        client,
-        up,
+        &mut client,
+        up.inner_mut(),
         limits.copy_buffer_bytes,
         Duration::from_secs(limits.idle_timeout_secs),
     )
@@ -551,41 +552,13 @@ async fn tls_block_owned(
 async fn http_first(
     shared: Arc<Shared>,
     info: ConnInfo,
-    mut stream: TcpStream,
-    mut buf: Vec<u8>,
+    stream: TcpStream,
+    buf: Vec<u8>,
     deadline: tokio::time::Instant,
 ) {
-    // Read the first head completely (bounded, timed) so a stalled or
-    // malformed head is counted; hyper then re-parses the same bytes and
-    // decides every request, this first one included.
-    loop {
-        match sniff::http::parse(&buf) {
-            sniff::http::Parse::Found(_) => break,
-            sniff::http::Parse::Invalid(why) => {
-                shared.metrics.sniffed(Sniffed::Invalid);
-                let _ = stream
-                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .await;
-                tracing::debug!(peer = %info.peer, why, "invalid request head");
-                return;
-            }
-            sniff::http::Parse::NeedMore => {
-                if let Err(e) = read_more(
-                    &mut stream,
-                    &mut buf,
-                    deadline,
-                    shared.limits.max_sniff_bytes,
-                )
-                .await
-                {
-                    count_early(&shared, &e);
-                    return;
-                }
-            }
-        }
-    }
-    shared.metrics.sniffed(Sniffed::Http);
-    h1::serve(shared, info, stream, buf).await;
+    // The HTTP engine reads the first head to its end (bounded, timed,
+    // counted) and decides every request, this first one included.
+    h1::serve(shared, info, stream, buf, deadline).await;
 }
 
 /// The host a blocked request or connection is reported under.

@@ -22,9 +22,12 @@ use tokio::net::{TcpSocket, TcpStream};
 /// ends, not the local address alone: Linux reuses a source port towards
 /// different destinations, so a real client may share a pooled upstream
 /// socket's local address.
-fn own() -> &'static DashSet<(SocketAddr, SocketAddr)> {
-    static OWN: OnceLock<DashSet<(SocketAddr, SocketAddr)>> = OnceLock::new();
-    OWN.get_or_init(DashSet::new)
+type OwnSet = DashSet<(SocketAddr, SocketAddr), foldhash::fast::RandomState>;
+
+fn own() -> &'static OwnSet {
+    // Checked on every accepted connection: a fast, per-process seeded hash.
+    static OWN: OnceLock<OwnSet> = OnceLock::new();
+    OWN.get_or_init(|| DashSet::with_hasher(foldhash::fast::RandomState::default()))
 }
 
 /// Is a connection from `peer`, made to `target` (its original

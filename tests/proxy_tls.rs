@@ -246,3 +246,44 @@ fn other_protocols_follow_ip_access_policy() {
     s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").unwrap();
     assert!(closed_by_peer(&mut s));
 }
+
+/// Long flows move to splice(2) after the first MiB in each direction: a
+/// 6 MiB echo must come back intact, and a half-close must still pass the
+/// EOF on and let the other direction finish.
+#[test]
+fn bulk_both_ways_survives_the_switch_to_splice() {
+    use sha2::Digest;
+    use std::io::Read;
+    // Echo upstream: every byte back (the hello included), then EOF after
+    // the client's EOF.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut s, &mut w);
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    let proxy = Proxy::start(up, "\"127.0.0.0/8\"", "");
+    let mut data = client_hello(&["www.example.com.cn"]);
+    data.extend((0..6u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8));
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || {
+        for chunk in sent.chunks(100_000) {
+            w.write_all(chunk).unwrap();
+        }
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert_eq!(back.len(), data.len());
+    assert_eq!(sha2::Sha256::digest(&back), sha2::Sha256::digest(&data));
+}

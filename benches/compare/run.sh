@@ -18,8 +18,12 @@
 #     50% allowed (allowed apexes, half as www.<apex>) and 50% blocked (half
 #     names in no row: "unfiled", half rows whose status blocks), hosts_ok.txt
 #     (the allowed half), hosts_unfiled.txt (the unfiled quarter)
-#   * upstream: one nginx on CPU 1 returning 200 "ok" (HTTP :19081, TLS :19444,
-#     ECDSA P-256 self-signed); access logs off everywhere
+#   * upstreams on CPU 1: an nginx returning 200 "ok" (HTTP :19081, access log
+#     off) and examples/tcpload serving the TLS rows (:19444)
+#   * the block page is the same job everywhere (SPEC §6): icpgate's page for
+#     an unfiled name, rendered once, is served by nginx (error_page + SSI:
+#     host, request id, time) and HAProxy (`http-request return lf-file`), all
+#     with `Connection: close`
 #   * the proxy under test alone on CPU 0 (taskset -c 0), one at a time, on
 #     :18080 (HTTP) and :18443 (TLS passthrough by SNI); wrk (1 thread,
 #     50 connections) and curl on CPU 1:
@@ -32,6 +36,12 @@
 #                       the host minus its first label (field(2,.,0)) - covers
 #                       apex and www.<apex>; not a PSL walk
 #       haproxy-map_dom map_dom on the host: a linear scan of the 1M patterns
+#   * TLS rows (examples/tcpload: a 1.9 KB ClientHello carrying the SNI, then
+#     opaque bytes; no crypto, so CPU 1 is not the limit): new connections/s
+#     (hello -> 4 KiB answer -> close, 50 at a time) and one connection's
+#     bulk throughput
+#   * latency at a fixed rate: half the slowest contender's keep-alive peak
+#     (map_dom excluded: it peaks at ~50 req/s), p50/p99 (a second pass)
 #   * per proxy and scenario: 1 s warm-up, then RUNS runs of DUR s; each cell
 #     is the median of the runs. CPU µs/req = utime+stime of all the proxy's
 #     processes (/proc/PID/stat 14+15, master and workers) over a run divided
@@ -80,6 +90,7 @@ die() { printf '[compare] error: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------- processes
 PX_PID=""   # proxy under test (root process)
 UP_PID=""   # upstream nginx
+TL_PID=""   # upstream for the TLS rows (tcpload serve)
 stop_pid() { # pid name
     local pid=$1 i
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
@@ -99,6 +110,7 @@ cleanup() {
     trap - EXIT INT TERM
     stop_pid "$PX_PID" proxy
     stop_pid "$UP_PID" upstream
+    stop_pid "$TL_PID" tcpload
     rm -f "$WORK"/perf.data* "$WORK"/table*.csv "$WORK"/*.map*
     if [ "${CMP_KEEP:-1}" = 0 ]; then rm -rf "$WORK"; else log "raw output kept in $WORK"; fi
     exit "$rc"
@@ -148,8 +160,9 @@ LOAD_MODULE=""
 command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain first"
 
 # ---------------------------------------------------------------- build
-log "cargo build --release (icpgate, examples/gen_table) in $ROOT"
-(cd "$ROOT" && cargo build --release --example gen_table >&2 && cargo build --release >&2)
+log "cargo build --release (icpgate, examples/gen_table, examples/tcpload) in $ROOT"
+(cd "$ROOT" && cargo build --release --example gen_table --example tcpload >&2 && cargo build --release >&2)
+TCPLOAD=$ROOT/target/release/examples/tcpload
 BIN=$ROOT/target/release/icpgate
 GEN=$ROOT/target/release/examples/gen_table
 [ -x "$BIN" ] && [ -x "$GEN" ] || die "no $BIN or $GEN after the build"
@@ -201,8 +214,8 @@ px_alive() { kill -0 "$PX_PID" 2>/dev/null || { tail -20 "$WORK/$CUR.log" >&2; d
 http_code() { # host [port] -> status code on a new connection
     curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Host: $1" "http://127.0.0.1:${2:-18080}/" || true
 }
-tls_code() { # sni -> status code (000 = refused/reset/closed)
-    curl -sk -o /dev/null -m 5 -w '%{http_code}' --resolve "$1:18443:127.0.0.1" "https://$1:18443/" || true
+tls_code() { # sni -> "ok" (the upstream's answer came back) or "closed"
+    taskset -c 1 "$TCPLOAD" once 127.0.0.1:18443 "$1" 4096 || true
 }
 
 for p in 18080 18443 19081 19444 19090 19999; do
@@ -273,9 +286,6 @@ http {
     default_type text/plain;
     server {
         listen 127.0.0.1:19081 backlog=4096;
-        listen 127.0.0.1:19444 ssl backlog=4096;
-        ssl_certificate $WORK/up/cert.pem;
-        ssl_certificate_key $WORK/up/key.pem;
         location / { return 200 "ok\n"; }
     }
 }
@@ -284,6 +294,10 @@ log "starting the upstream nginx on CPU 1"
 taskset -c 1 "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" -g 'daemon off;' >"$WORK/up/stdout.log" 2>&1 &
 UP_PID=$!
 wait_port 19081 10 || { cat "$WORK/up/stdout.log" "$WORK/up/logs/error.log" >&2; die "upstream nginx did not start"; }
+log "starting the TLS-row upstream (tcpload serve) on CPU 1"
+taskset -c 1 "$TCPLOAD" serve 127.0.0.1:19444 4096 >"$WORK/up/tcpload.log" 2>&1 &
+TL_PID=$!
+wait_port 19444 10 || die "tcpload serve did not start"
 
 # ---------------------------------------------------------------- proxy configs
 # icpgate
@@ -305,6 +319,7 @@ mainland = ["127.0.0.0/8"]
 [table]
 path = "$WORK/table-icpgate.csv"
 max_shrink = 0.10
+watch_interval_ms = 250
 
 [policy]
 ip_access = "allow"
@@ -322,6 +337,30 @@ addr = "127.0.0.1:19090"
 level = "warn"
 blocks = false
 EOF
+
+# The block page, the same for all (SPEC §6: bilingual, the host, the reason
+# and what to do, a request id, the time; Connection: close): icpgate renders
+# it once for a placeholder name; nginx fills host / request id / time with
+# SSI, HAProxy with log-format tags.
+log "rendering icpgate's block page for the nginx/HAProxy copies"
+taskset -c 0 "$BIN" run --config "$WORK/icpgate.toml" >"$WORK/icpgate-page.log" 2>&1 &
+PX_PID=$!
+CUR=icpgate-page
+PH=zzblockpage-placeholder.cn
+for i in $(seq 1 300); do
+    curl -s -m 2 -D "$WORK/page.hdr" -o "$WORK/page.html" -H "Host: $PH" http://127.0.0.1:18080/ && [ -s "$WORK/page.html" ] && break
+    px_alive; sleep 0.1
+done
+stop_pid "$PX_PID" icpgate-page
+PX_PID=""
+grep -q "$PH" "$WORK/page.html" || die "could not render icpgate's block page"
+RID=$(awk -F': ' 'tolower($1) == "x-icpgate-request-id" {gsub(/\r/, "", $2); print $2}' "$WORK/page.hdr")
+TS_RE='[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z'
+mkdir -p "$WORK/ngx/page"
+sed -E "s/$PH/<!--# echo var=\"host\" -->/g; s/$RID/<!--# echo var=\"request_id\" -->/g; s/$TS_RE/<!--# echo var=\"time_iso8601\" -->/g" \
+    "$WORK/page.html" >"$WORK/ngx/page/__icp_blocked.html"
+sed -E "s/%/%%/g; s/$PH/%[var(txn.h)]/g; s/$RID/%[uuid]/g; s/$TS_RE/%T/g" "$WORK/page.html" >"$WORK/haproxy-page.lf"
+PAGE_BYTES=$(wc -c <"$WORK/page.html")
 
 # nginx (proxy under test)
 mkdir -p "$WORK/ngx/logs" "$WORK/ngx/tmp"
@@ -353,8 +392,20 @@ http {
     }
     server {
         listen 127.0.0.1:18080 backlog=4096;
+        open_file_cache max=16 inactive=60s;
+        error_page 403 /__icp_blocked.html;
+        location = /__icp_blocked.html {
+            internal;
+            root $WORK/ngx/page;
+            default_type text/html;
+            charset utf-8;
+            ssi on;
+            keepalive_timeout 0;
+            add_header Cache-Control no-store always;
+            add_header X-Icpgate-Reason unfiled always;
+        }
         location / {
-            if (\$icp_ok = 0) { return 403 "blocked: no ICP filing for this domain\n"; }
+            if (\$icp_ok = 0) { return 403; }
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -414,7 +465,7 @@ frontend http
     bind 127.0.0.1:18080
     http-request set-var(txn.h) req.hdr(host),lower,field(1,:)
     $lookup_http
-    http-request deny deny_status 403 content-type text/plain string "blocked: no ICP filing for this domain" unless { var(txn.ok) -m str 1 }
+    http-request return status 403 content-type "text/html; charset=utf-8" lf-file $WORK/haproxy-page.lf hdr cache-control no-store hdr x-icpgate-reason unfiled hdr connection close unless { var(txn.ok) -m str 1 }
     default_backend origin
 backend origin
     http-reuse always
@@ -458,24 +509,27 @@ stop_proxy() {
 
 # ---------------------------------------------------------------- measuring
 declare -A SLABEL SCMD
-SCEN=(ka ka_ok close unfiled tls)
+SCEN=(ka ka_ok close unfiled tls_conns tls_bulk)
 SLABEL[ka]="HTTP keep-alive, Host from the 100k names (50% allowed)"
 SLABEL[ka_ok]="HTTP keep-alive, allowed names only"
 SLABEL[close]="HTTP new connection per request (Connection: close), 100k names (50% allowed)"
 SLABEL[unfiled]="Block page: unfiled names only (keep-alive client)"
-SLABEL[tls]="TLS passthrough, new TLS connection per request, fixed allowed SNI"
+SLABEL[tls_conns]="TLS passthrough: new connections (ClientHello with an allowed SNI → 4 KiB answer → close), 50 at a time"
+SLABEL[tls_bulk]="TLS passthrough: bulk throughput over one established connection"
 declare -A SNOTE
-SNOTE[ka]="icpgate sends its block page with \`Connection: close\`; nginx (\`return 403\`) and HAProxy (\`http-request deny\`) keep the connection. So here half of icpgate's requests (the blocked ones) also pay a new TCP connection (wrk reconnects); the next table separates the allowed path."
-SNOTE[close]="nginx and HAProxy reuse keep-alive connections to the upstream. A proxy CPU below ~95% of its core means CPU 1 (wrk + upstream) was the limit: compare CPU µs per request."
-SNOTE[unfiled]="For icpgate every request here is also a new TCP connection (block page + \`Connection: close\`), and its core is ~70% busy: wrk's reconnects on CPU 1 are the limit. icpgate's page is the full HTML template (rendered and escaped per request, counted in top-blocked); nginx/HAProxy send a one-line text body."
-SNOTE[tls]="wrk sets one SNI per run (it cannot vary it per connection): a fixed allowed name \`www.<apex>\` (nginx matches the wildcard, HAProxy map_str needs its second lookup). Each request is a full TLS handshake between wrk and the upstream nginx, both on CPU 1, which is the bottleneck (the proxies' cores are ~50% busy): connections/s come out about equal, compare CPU µs per connection."
+SNOTE[ka]="All three answer a blocked name with the same ${PAGE_BYTES:-?}-byte page and \`Connection: close\` (SPEC §6), so half of the requests here also pay a new TCP connection (wrk reconnects); the next table separates the allowed path."
+SNOTE[close]="All three reuse keep-alive connections to the upstream. A proxy CPU below ~95% of its core means CPU 1 (wrk + upstream) was the limit: compare CPU µs per request."
+SNOTE[unfiled]="Every request is a new TCP connection (block page + \`Connection: close\`); CPU 1 (wrk reconnecting) is the limit, so compare CPU µs per request."
+SNOTE[tls_conns]="examples/tcpload on CPU 1 sends a 1.9 KB ClientHello (SNI \`$SNI\`, padded to the size of a post-quantum Chromium hello) and reads the 4 KiB answer of \`tcpload serve\`; the bytes are opaque to a passthrough proxy, and no TLS crypto runs on CPU 1, which is still the limit: compare CPU µs per connection."
+SNOTE[tls_bulk]="One connection: the hello, then 256 KiB writes for the run; \`tcpload serve\` reads and drops. Throughput is MB/s through the proxy (both ends on CPU 1); CPU is per MB moved."
 scen_args() { # scenario -> wrk arguments after the common ones
     case $1 in
     ka) echo "-s $HERE/hosts.lua http://127.0.0.1:18080/ -- $WORK/hosts.txt" ;;
     ka_ok) echo "-s $HERE/hosts.lua http://127.0.0.1:18080/ -- $WORK/hosts_ok.txt" ;;
     close) echo "-H Connection:close -s $HERE/hosts.lua http://127.0.0.1:18080/ -- $WORK/hosts.txt" ;;
     unfiled) echo "-s $HERE/hosts.lua http://127.0.0.1:18080/ -- $WORK/hosts_unfiled.txt" ;;
-    tls) echo "-H Connection:close -s $HERE/sni.lua https://$SNI:18443/" ;;
+    tls_conns) echo "conns 127.0.0.1:18443 $SNI $CONNS $DUR 4096" ;;
+    tls_bulk) echo "bulk 127.0.0.1:18443 $SNI $DUR 4096" ;;
     esac
 }
 parse_wrk() { # file -> "rps p50ms p99ms requests non2xx errors"
@@ -498,20 +552,38 @@ run_wrk() { # outfile duration wrk-args...
     done
     taskset -c 1 wrk -t1 "-c$CONNS" "-d${d}s" --timeout 5s --latency "${a[@]}" >"$out" 2>&1 || true
 }
+parse_tcpload() { # file -> the same fields as parse_wrk (bulk: MB/s, -, -, MB, 0, 0)
+    awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+        END { if ("per_s" in v) print v["per_s"], v["p50_ms"], v["p99_ms"], v["conns"], 0, v["errors"];
+              else if ("mb_per_s" in v) printf "%s - - %.0f 0 0\n", v["mb_per_s"], v["bytes"] / 1e6;
+              else print "0 - - 0 0 1" }' "$1"
+}
 measure() { # proxy scenario
     local px=$1 sc=$2 r c0 c1 res out
     # shellcheck disable=SC2046
     local args=($(scen_args "$sc"))
-    SCMD[$sc]=$(echo "taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --timeout 5s --latency ${args[*]}" | sed "s/Connection:close/'Connection: close'/")
+    local tl=0
+    case $sc in tls_*) tl=1 ;; esac
+    if [ "$tl" = 1 ]; then
+        SCMD[$sc]="taskset -c 1 target/release/examples/tcpload ${args[*]}"
+        # shellcheck disable=SC2046
+        taskset -c 1 "$TCPLOAD" $(DUR=1; scen_args "$sc") >/dev/null 2>&1 || true
+    else
+        SCMD[$sc]=$(echo "taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --timeout 5s --latency ${args[*]}" | sed "s/Connection:close/'Connection: close'/")
+        run_wrk /dev/null 1 "${args[@]}"
+    fi
     : >"$WORK/res.$px.$sc"
-    run_wrk /dev/null 1 "${args[@]}"
     for r in $(seq 1 "$RUNS"); do
         px_alive
         out=$WORK/wrk.$px.$sc.$r.txt
         c0=$(cpu_ticks)
-        run_wrk "$out" "$DUR" "${args[@]}"
+        if [ "$tl" = 1 ]; then
+            taskset -c 1 "$TCPLOAD" "${args[@]}" >"$out" 2>&1 || true
+        else
+            run_wrk "$out" "$DUR" "${args[@]}"
+        fi
         c1=$(cpu_ticks)
-        res=$(parse_wrk "$out")
+        if [ "$tl" = 1 ]; then res=$(parse_tcpload "$out"); else res=$(parse_wrk "$out"); fi
         awk -v r="$res" -v dt=$((c1 - c0)) -v tck="$TCK" -v d="$DUR" 'BEGIN{
             split(r, v, " ")     # rps p50 p99 reqs non2xx errors
             cpu = dt / tck
@@ -538,7 +610,7 @@ change_test() { # proxy variant
         echo ".$name 1;" >>"$WORK/ngx/hosts.map.new" ;;
     esac
     out=$WORK/wrk.$px.change.$v.txt
-    run_wrk "$out" "$RELOAD_DUR" -s "$HERE/hosts.lua" http://127.0.0.1:18080/ -- "$WORK/hosts_ok.txt" &
+    run_wrk "$out" "$RELOAD_DUR" -s "$WORK/hosts_rate.lua" http://127.0.0.1:18080/ -- "$WORK/hosts_ok.txt" &
     local wpid=$!
     sleep 3
     t0=$(now_ns)
@@ -601,14 +673,17 @@ sanity() { # proxy -> one line of observed statuses
 # ---------------------------------------------------------------- per proxy
 declare -A MEM0 MEM1 MEM2 START SANE
 PERF_TOP=""
+start_ready() { # proxy: start it on CPU 0 and wait until it answers an allowed name
+    local i
+    start_proxy "$1"
+    for i in $(seq 1 3000); do port_busy 18080 && port_busy 18443 && break; px_alive; sleep 0.1; done
+    port_busy 18080 && port_busy 18443 || die "$1 is not listening on :18080 and :18443 after 300 s"
+    for i in $(seq 1 600); do [ "$(http_code "$(head -1 "$WORK/hosts_ok.txt")")" = 200 ] && break; sleep 0.1; done
+}
 for px in $PROXIES; do
     log "=== $px: starting on CPU 0"
     t0=$(now_ns)
-    start_proxy "$px"
-    for i in $(seq 1 3000); do port_busy 18080 && port_busy 18443 && break; px_alive; sleep 0.1; done
-    port_busy 18080 && port_busy 18443 || die "$px is not listening on :18080 and :18443 after 300 s"
-    # ready = it answers an allowed name
-    for i in $(seq 1 600); do [ "$(http_code "$(head -1 "$WORK/hosts_ok.txt")")" = 200 ] && break; sleep 0.1; done
+    start_ready "$px"
     START[$px]=$(awk -v a="$t0" -v b="$(now_ns)" 'BEGIN{printf "%.2f", (b - a) / 1e9}')
     sleep 1
     MEM0[$px]=$(mem_kib)
@@ -632,15 +707,54 @@ for px in $PROXIES; do
             grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | head -20 >"$WORK/perf-user.txt" || true
         PERF_TOP=yes
     fi
-    case $px in
-    icpgate) change_test "$px" icpgate-watch; change_test "$px" icpgate-api ;;
-    nginx) change_test "$px" nginx-hup ;;
-    haproxy-*) change_test "$px" haproxy-add ;;
-    esac
     px_alive
-    MEM2[$px]=$(mem_kib)
     stop_proxy
 done
+
+# ---------------------------------------------------------------- fixed rate
+# Latency at a fixed rate: half the slowest contender's keep-alive peak on
+# allowed names (map_dom, at ~50 req/s, is left out), wrk pacing each of its
+# connections with delay() (whole milliseconds).
+RATE_PX=""
+PEAK_MIN=$(for p in $PROXIES; do
+    [ "$p" = haproxy-map_dom ] && continue
+    [ -s "$WORK/res.$p.ka_ok" ] && cut -d' ' -f1 "$WORK/res.$p.ka_ok" | median
+done | sort -g | head -1)
+if [ -n "$PEAK_MIN" ] && [ "$PEAK_MIN" != - ]; then
+    DELAY_MS=$(awk -v c="$CONNS" -v p="$PEAK_MIN" 'BEGIN{d = int(c * 1000 / (p / 2) + 0.5); print (d < 1 ? 1 : d)}')
+    RATE=$(awk -v c="$CONNS" -v d="$DELAY_MS" 'BEGIN{printf "%.0f", c * 1000 / d}')
+    { cat "$HERE/hosts.lua"; printf '\nfunction delay()\n    return %s\nend\n' "$DELAY_MS"; } >"$WORK/hosts_rate.lua"
+    SCMD[rate]="taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --timeout 5s --latency -s hosts_rate.lua (hosts.lua + delay() = $DELAY_MS ms per connection) http://127.0.0.1:18080/ -- hosts_ok.txt"
+    for px in $PROXIES; do
+        [ "$px" = haproxy-map_dom ] && continue
+        log "=== $px: fixed rate $RATE req/s (slowest peak $PEAK_MIN / 2)"
+        start_ready "$px"
+        CUR=$px
+        : >"$WORK/res.$px.rate"
+        run_wrk /dev/null 1 -s "$WORK/hosts_rate.lua" http://127.0.0.1:18080/ -- "$WORK/hosts_ok.txt"
+        for r in $(seq 1 "$RUNS"); do
+            out=$WORK/wrk.$px.rate.$r.txt
+            c0=$(cpu_ticks)
+            run_wrk "$out" "$DUR" -s "$WORK/hosts_rate.lua" http://127.0.0.1:18080/ -- "$WORK/hosts_ok.txt"
+            c1=$(cpu_ticks)
+            res=$(parse_wrk "$out")
+            awk -v r="$res" -v dt=$((c1 - c0)) -v tck="$TCK" -v d="$DUR" 'BEGIN{
+                split(r, v, " "); cpu = dt / tck; us = (v[4] > 0) ? 1e6 * cpu / v[4] : -1
+                printf "%s %s %s %.2f %.0f %s %s %s\n", v[1], v[2], v[3], us, 100 * cpu / d, v[4], v[5], v[6] }' \
+                >>"$WORK/res.$px.rate"
+            log "$px rate run $r: $(tail -1 "$WORK/res.$px.rate")"
+        done
+        RATE_PX="$RATE_PX $px"
+        case $px in
+        icpgate) change_test "$px" icpgate-watch; change_test "$px" icpgate-api ;;
+        nginx) change_test "$px" nginx-hup ;;
+        haproxy-*) change_test "$px" haproxy-add ;;
+        esac
+        px_alive
+        MEM2[$px]=$(mem_kib)
+        stop_proxy
+    done
+fi
 
 # ---------------------------------------------------------------- report
 fmt_ms() { awk -v v="$1" 'BEGIN{ if (v=="-"||v=="") print "-"; else if (v<1) printf "%.0f µs", v*1000; else printf "%.2f ms", v}'; }
@@ -671,6 +785,16 @@ hdr() {
 row() { # label scenario col format
     printf '| %s |' "$1"; for p in "${PXCOLS[@]}"; do printf ' %s |' "$(cell "$p" "$2" "$3" "$4")"; done; echo
 }
+ratio_row() { # label scenario: each proxy's CPU per unit divided by icpgate's
+    local base
+    base=$(cut -d' ' -f4 "$WORK/res.icpgate.$2" 2>/dev/null | median)
+    printf '| %s |' "$1"
+    for p in "${PXCOLS[@]}"; do
+        printf ' %s |' "$(awk -v a="$(cut -d' ' -f4 "$WORK/res.$p.$2" 2>/dev/null | median)" -v b="$base" \
+            'BEGIN{ if (a == "-" || b == "-" || a == "" || b == "" || b <= 0) print "-"; else printf "%.2f×", a / b }')"
+    done
+    echo
+}
 memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     awk -v v="$1" 'BEGIN{split(v, a, " "); if (a[3] == "") {print "-"; exit}
         printf "%.0f / %.0f MB%s", a[1] / 1024, a[2] / 1024, (a[3] > 1 ? " (" a[3] " procs)" : "")}'
@@ -689,24 +813,57 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
         echo "### ${SLABEL[$sc]}"
         echo
         hdr
-        if [ "$sc" = tls ]; then
-            row "new TLS connections/s" "$sc" 1 int
+        case $sc in
+        tls_conns)
+            row "new connections/s" "$sc" 1 int
             row "proxy CPU µs per connection" "$sc" 4 f1
-        else
+            ratio_row "CPU per connection ÷ icpgate's" "$sc"
+            row "proxy CPU, % of its core" "$sc" 5 int
+            row "p50 latency" "$sc" 2 ms
+            row "p99 latency" "$sc" 3 ms
+            row "connections (sum of runs)" "$sc" 6 sum
+            row "failed connections (sum of runs)" "$sc" 8 sum ;;
+        tls_bulk)
+            row "MB/s through one connection" "$sc" 1 int
+            row "proxy CPU µs per MB" "$sc" 4 f1
+            ratio_row "CPU per MB ÷ icpgate's" "$sc"
+            row "proxy CPU, % of its core" "$sc" 5 int
+            row "MB moved (sum of runs)" "$sc" 6 sum ;;
+        *)
             row "requests/s" "$sc" 1 int
             row "proxy CPU µs per request" "$sc" 4 f1
-        fi
-        row "proxy CPU, % of its core" "$sc" 5 int
-        row "p50 latency" "$sc" 2 ms
-        row "p99 latency" "$sc" 3 ms
-        row "requests (sum of runs)" "$sc" 6 sum
-        row "non-2xx (sum of runs)" "$sc" 7 sum
-        row "socket errors (sum of runs)" "$sc" 8 sum
+            ratio_row "CPU per request ÷ icpgate's" "$sc"
+            row "proxy CPU, % of its core" "$sc" 5 int
+            row "p50 latency" "$sc" 2 ms
+            row "p99 latency" "$sc" 3 ms
+            row "requests (sum of runs)" "$sc" 6 sum
+            row "non-2xx (sum of runs)" "$sc" 7 sum
+            row "socket errors (sum of runs)" "$sc" 8 sum ;;
+        esac
         echo
         echo "\`${SCMD[$sc]:-}\`"
         echo
         if [ -n "${SNOTE[$sc]:-}" ]; then echo "${SNOTE[$sc]}"; echo; fi
     done
+    if [ -n "$RATE_PX" ]; then
+        echo "### Latency at a fixed rate: $RATE req/s, allowed names, keep-alive"
+        echo
+        echo "Half the slowest contender's keep-alive peak on allowed names ($PEAK_MIN req/s; map_dom left out). wrk paces each of"
+        echo "its $CONNS connections (one request every $DELAY_MS ms); latency is measured from each send."
+        echo
+        hdr
+        row "requests/s achieved" rate 1 int
+        row "p50 latency" rate 2 ms
+        row "p99 latency" rate 3 ms
+        row "proxy CPU µs per request" rate 4 f1
+        ratio_row "CPU per request ÷ icpgate's" rate
+        row "proxy CPU, % of its core" rate 5 int
+        row "non-2xx (sum of runs)" rate 7 sum
+        row "socket errors (sum of runs)" rate 8 sum
+        echo
+        echo "\`${SCMD[rate]}\`"
+        echo
+    fi
     echo "### Memory and start"
     echo
     hdr
@@ -718,7 +875,7 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo "RSS counts the pages nginx's master and worker share (fork) twice; PSS splits them. nginx holds the map twice"
     echo "(http and stream); during a reload the old worker lives on until its connections close (3 processes)."
     echo
-    echo "### Table change under load (a blocked name made allowed during ${RELOAD_DUR} s of keep-alive load on allowed names)"
+    echo "### Table change under load (a blocked name made allowed during ${RELOAD_DUR} s of keep-alive load on allowed names at the fixed rate, ${RATE:-?} req/s)"
     echo
     echo "Until served: from the change (rename / signal / API call) to the first 200 for \`www.<name>\` on a new curl"
     echo "connection, polled every ~10 ms (for map_dom one poll waits behind the queued load). icpgate and nginx"
@@ -732,7 +889,7 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
         [ -f "$f" ] || continue
         b=${f#"$WORK"/change.}; p=${b%%.*}; v=${b#*.}
         case $v in
-        icpgate-watch) how="CSV replaced (rename), file watcher (watch_interval_ms 1000, stable for one interval)" ;;
+        icpgate-watch) how="CSV replaced (rename), file watcher (watch_interval_ms 250, stable for one interval)" ;;
         icpgate-api) how="CSV replaced (rename) + POST /v1/reload (synchronous)" ;;
         nginx-hup) how="map include file replaced + SIGHUP (reload: new workers parse all 1M entries)" ;;
         haproxy-add) how="runtime API \`add map <file> <name> 1\` (one entry, in memory only)" ;;
@@ -748,7 +905,7 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo "|---|---|---|---|---|---|---|---|---|"
     for p in "${PXCOLS[@]}"; do echo "| $p | $(echo "${SANE[$p]:-}" | sed 's/ / | /g') |"; done
     echo
-    echo "(HTTP status codes; TLS 000 = connection reset/closed before a response.)"
+    echo "(HTTP status codes; TLS: ok = the upstream's answer came back, closed = refused before it.)"
     echo
     if [ -n "$PERF_TOP" ]; then
         echo "### Where icpgate spends CPU (perf record -g, 5 s of the keep-alive 50%-allowed load, --no-children, top symbols)"
@@ -770,15 +927,16 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo
     echo "- **Machine:** $(nproc) CPUs, $MODEL, Linux $(uname -r) ($(uname -m)), $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-?}")"
     echo "- **icpgate:** commit $COMMIT, $(rustc --version 2>/dev/null || echo rustc ?), \`cargo build --release\`; log level warn, block logs off"
-    echo "- **nginx:** $NGXV ($NGXPKG); 1 worker; http \`map \$host\` with \`hostnames\`, \`.name 1;\` per allowed row (\`.name 0;\` otherwise), \`map_hash_max_size 262144\`, \`map_hash_bucket_size 1024\`; upstream keepalive 64; stream: \`ssl_preread\` + the same map on \`\$ssl_preread_server_name\` (the table is parsed and held twice: http and stream)"
-    echo "- **HAProxy:** $HAV; nbthread 1; map_str: exact host, then host minus first label (\`field(2,.,0)\`); map_dom: one \`map_dom\` (linear over 1M patterns; a repeated name such as the fixed TLS SNI was no faster: the LRU pattern cache did not help it here); \`http-reuse always\`; TCP: \`tcp-request inspect-delay\`, \`req.ssl_sni\`"
-    echo "- **Tools:** $WRKV; $H2V (installed, not used: it cannot vary SNI either, wrk with \`Connection: close\` gives a full TLS handshake per request)"
+    echo "- **nginx:** $NGXV ($NGXPKG); 1 worker; http \`map \$host\` with \`hostnames\`, \`.name 1;\` per allowed row (\`.name 0;\` otherwise), \`map_hash_max_size 262144\`, \`map_hash_bucket_size 1024\`; upstream keepalive 64; stream: \`ssl_preread\` + the same map on \`\$ssl_preread_server_name\` (the table is parsed and held twice: http and stream); block page: \`error_page 403\` → an internal location with \`ssi on\` (host, request id, time), \`keepalive_timeout 0\`, \`open_file_cache\`"
+    echo "- **HAProxy:** $HAV; nbthread 1; map_str: exact host, then host minus first label (\`field(2,.,0)\`); map_dom: one \`map_dom\` (linear over 1M patterns; a repeated name such as the fixed TLS SNI was no faster: the LRU pattern cache did not help it here); \`http-reuse always\`; block page: \`http-request return ... lf-file\` (host, \`%[uuid]\`, \`%T\`) with \`hdr connection close\`; TCP: \`tcp-request inspect-delay\`, \`req.ssl_sni\`"
+    echo "- **Block page:** icpgate's page for an unfiled name, $PAGE_BYTES bytes, served by all three (SPEC §6)"
+    echo "- **Tools:** $WRKV; examples/tcpload (this repository) for the TLS rows; $H2V (installed, not used: it cannot vary the SNI per connection either)"
     echo "- **Command:** \`$CMDLINE\` (in $ROOT), started $STARTED, finished $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
     echo "<details><summary>per-run results (rps p50_ms p99_ms cpu_us/req cpu% requests non2xx socket_errors)</summary>"
     echo
     echo '```'
-    for p in "${PXCOLS[@]}"; do for sc in "${SCEN[@]}"; do
+    for p in "${PXCOLS[@]}"; do for sc in "${SCEN[@]}" rate; do
         [ -f "$WORK/res.$p.$sc" ] && awk -v p="$p" -v s="$sc" '{print p, s, $0}' "$WORK/res.$p.$sc"
     done; done
     echo '```'

@@ -1,7 +1,6 @@
 //! Upstream connections: a fixed address or the original destination, with
 //! an optional fwmark so transparent-mode sockets are not intercepted again.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,9 +10,6 @@ use std::time::Duration;
 use std::sync::OnceLock;
 
 use dashmap::DashSet;
-use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -43,8 +39,9 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    fn new(inner: TcpStream) -> Self {
-        let ends = inner.local_addr().ok().zip(inner.peer_addr().ok());
+    /// `peer`: the address we connected to (no getpeername needed).
+    fn new(inner: TcpStream, peer: SocketAddr) -> Self {
+        let ends = inner.local_addr().ok().map(|l| (l, peer));
         if let Some(e) = ends {
             own().insert(e);
         }
@@ -109,11 +106,6 @@ impl AsyncWrite for Tracked {
     }
 }
 
-impl Connection for Tracked {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upstream {
@@ -129,7 +121,7 @@ impl Upstream {
     pub async fn connect(&self, timeout: Duration) -> io::Result<Tracked> {
         connect(self.addr, self.fwmark, timeout)
             .await
-            .map(Tracked::new)
+            .map(|s| Tracked::new(s, self.addr))
     }
 }
 
@@ -151,41 +143,4 @@ pub async fn connect(
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "upstream connect timed out"))??;
     s.set_nodelay(true)?;
     Ok(s)
-}
-
-/// hyper-util connector: the URI's authority is the upstream socket address
-/// (the proxy puts it there); every socket gets the fwmark.
-#[derive(Debug, Clone)]
-pub struct Connector {
-    pub fwmark: Option<u32>,
-    pub timeout: Duration,
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Tracked>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let fwmark = self.fwmark;
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let auth = uri.authority().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "no upstream address")
-            })?;
-            let addr: SocketAddr = auth.as_str().parse().map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "upstream is not a socket address",
-                )
-            })?;
-            connect(addr, fwmark, timeout)
-                .await
-                .map(|s| TokioIo::new(Tracked::new(s)))
-        })
-    }
 }

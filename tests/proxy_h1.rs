@@ -182,6 +182,8 @@ fn request_bytes_arrive_as_sent_and_upstream_connections_are_reused() {
     read_until(&mut s, "path=/v?q=1");
     assert_eq!(up.seen.lock().unwrap()[0], raw.as_bytes());
     drop(s);
+    // The proxy gives the upstream connection back once it sees our EOF.
+    std::thread::sleep(Duration::from_millis(200));
     // A client's `Connection: close` is removed (it is about that hop) and
     // five such clients, one after the other, share one upstream connection.
     for i in 0..5 {

@@ -24,8 +24,10 @@
 #     an unfiled name, rendered once, is served by nginx (error_page + SSI:
 #     host, request id, time) and HAProxy (`http-request return lf-file`), all
 #     with `Connection: close`
-#   * the proxy under test alone on CPU 0 (taskset -c 0), one at a time, on
-#     :18080 (HTTP) and :18443 (TLS passthrough by SNI); wrk (1 thread,
+#   * the proxies under test all on CPU 0 (taskset -c 0), all running, each on
+#     its own ports (icpgate :18080/:18443, nginx :18081/:18444, HAProxy
+#     map_str :18082/:18445, map_dom :18083/:18446), measured round-robin:
+#     run r of a scenario for every proxy, then run r+1; wrk (1 thread,
 #     50 connections) and curl on CPU 1:
 #       icpgate         table.csv (file watcher + POST /v1/reload)
 #       nginx           http: map $host (hostnames, ".apex 1;" = apex + all
@@ -88,7 +90,13 @@ log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf '[compare] error: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- processes
-PX_PID=""   # proxy under test (root process)
+PX_PID=""   # proxy being measured (root process)
+declare -A PIDS       # every proxy under test, all running at once on CPU 0
+declare -A HP TP      # their HTTP and TLS ports
+HP=([icpgate]=18080 [nginx]=18081 [haproxy-map_str]=18082 [haproxy-map_dom]=18083)
+TP=([icpgate]=18443 [nginx]=18444 [haproxy-map_str]=18445 [haproxy-map_dom]=18446)
+declare -A STATS=([haproxy-map_str]=19999 [haproxy-map_dom]=19998)
+HPORT=18080 TPORT=18443
 UP_PID=""   # upstream nginx
 TL_PID=""   # upstream for the TLS rows (tcpload serve)
 stop_pid() { # pid name
@@ -109,6 +117,8 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_pid "$PX_PID" proxy
+    local p
+    for p in "${!PIDS[@]}"; do stop_pid "${PIDS[$p]}" "$p"; done
     stop_pid "$UP_PID" upstream
     stop_pid "$TL_PID" tcpload
     rm -f "$WORK"/perf.data* "$WORK"/table*.csv "$WORK"/*.map*
@@ -212,13 +222,13 @@ median() { # numbers on stdin -> median ("-" if none)
 }
 px_alive() { kill -0 "$PX_PID" 2>/dev/null || { tail -20 "$WORK/$CUR.log" >&2; die "$CUR exited"; }; }
 http_code() { # host [port] -> status code on a new connection
-    curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Host: $1" "http://127.0.0.1:${2:-18080}/" || true
+    curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Host: $1" "http://127.0.0.1:${2:-$HPORT}/" || true
 }
 tls_code() { # sni -> "ok" (the upstream's answer came back) or "closed"
-    taskset -c 1 "$TCPLOAD" once 127.0.0.1:18443 "$1" 4096 || true
+    taskset -c 1 "$TCPLOAD" once "127.0.0.1:$TPORT" "$1" 4096 || true
 }
 
-for p in 18080 18443 19081 19444 19090 19999; do
+for p in 18080 18081 18082 18083 18443 18444 18445 18446 19081 19444 19090 19998 19999; do
     port_busy "$p" && die "port 127.0.0.1:$p is already in use"
 done
 
@@ -391,7 +401,7 @@ http {
         keepalive_requests 100000000;
     }
     server {
-        listen 127.0.0.1:18080 backlog=4096;
+        listen 127.0.0.1:${HP[nginx]} backlog=4096;
         open_file_cache max=16 inactive=60s;
         error_page 403 /__icp_blocked.html;
         location = /__icp_blocked.html {
@@ -427,7 +437,7 @@ stream {
     upstream origin_tls { server 127.0.0.1:19444; }
     upstream blackhole { server unix:$WORK/ngx/blackhole.sock; }
     server {
-        listen 127.0.0.1:18443 backlog=4096;
+        listen 127.0.0.1:${TP[nginx]} backlog=4096;
         ssl_preread on;
         proxy_pass \$icp_up;
     }
@@ -454,7 +464,7 @@ haproxy_cfg() {
 global
     nbthread 1
     maxconn 8000
-    stats socket ipv4@127.0.0.1:19999 level admin
+    stats socket ipv4@127.0.0.1:${STATS[haproxy-$1]} level admin
 defaults
     mode http
     timeout connect 5s
@@ -462,7 +472,7 @@ defaults
     timeout server 60s
     timeout http-keep-alive 60s
 frontend http
-    bind 127.0.0.1:18080
+    bind 127.0.0.1:${HP[haproxy-$1]}
     http-request set-var(txn.h) req.hdr(host),lower,field(1,:)
     $lookup_http
     http-request return status 403 content-type "text/html; charset=utf-8" lf-file $WORK/haproxy-page.lf hdr cache-control no-store hdr x-icpgate-reason unfiled hdr connection close unless { var(txn.ok) -m str 1 }
@@ -472,7 +482,7 @@ backend origin
     server up 127.0.0.1:19081
 frontend tls
     mode tcp
-    bind 127.0.0.1:18443
+    bind 127.0.0.1:${TP[haproxy-$1]}
     tcp-request inspect-delay 5s
     tcp-request content reject unless { req.ssl_hello_type 1 }
     tcp-request content set-var(txn.h) req.ssl_sni,lower
@@ -490,7 +500,6 @@ haproxy_cfg map_dom >"$WORK/haproxy-map_dom.cfg"
 
 start_proxy() { # name
     local name=$1
-    CUR=$name
     : >"$WORK/$name.log"
     case $name in
     icpgate) taskset -c 0 "$BIN" run --config "$WORK/icpgate.toml" >"$WORK/$name.log" 2>&1 & ;;
@@ -498,13 +507,14 @@ start_proxy() { # name
     haproxy-map_str) taskset -c 0 "$HAPROXY" -db -f "$WORK/haproxy-map_str.cfg" >"$WORK/$name.log" 2>&1 & ;;
     haproxy-map_dom) taskset -c 0 "$HAPROXY" -db -f "$WORK/haproxy-map_dom.cfg" >"$WORK/$name.log" 2>&1 & ;;
     esac
-    PX_PID=$!
+    PIDS[$name]=$!
+    use_proxy "$name"
 }
-stop_proxy() {
-    stop_pid "$PX_PID" "$CUR"
-    PX_PID=""
-    local i
-    for i in $(seq 1 100); do port_busy 18080 || port_busy 18443 || break; sleep 0.1; done
+use_proxy() { # name: the one the helpers (ports, CPU, liveness) refer to
+    CUR=$1
+    PX_PID=${PIDS[$1]}
+    HPORT=${HP[$1]}
+    TPORT=${TP[$1]}
 }
 
 # ---------------------------------------------------------------- measuring
@@ -524,12 +534,13 @@ SNOTE[tls_conns]="examples/tcpload on CPU 1 sends a 1.9 KB ClientHello (SNI \`$S
 SNOTE[tls_bulk]="One connection: the hello, then 256 KiB writes for the run; \`tcpload serve\` reads and drops. Throughput is MB/s through the proxy (both ends on CPU 1); CPU is per MB moved."
 scen_args() { # scenario -> wrk arguments after the common ones
     case $1 in
-    ka) echo "-s $HERE/hosts.lua http://127.0.0.1:18080/ -- $WORK/hosts.txt" ;;
-    ka_ok) echo "-s $HERE/hosts.lua http://127.0.0.1:18080/ -- $WORK/hosts_ok.txt" ;;
-    close) echo "-H Connection:close -s $HERE/hosts.lua http://127.0.0.1:18080/ -- $WORK/hosts.txt" ;;
-    unfiled) echo "-s $HERE/hosts.lua http://127.0.0.1:18080/ -- $WORK/hosts_unfiled.txt" ;;
-    tls_conns) echo "conns 127.0.0.1:18443 $SNI $CONNS $DUR 4096" ;;
-    tls_bulk) echo "bulk 127.0.0.1:18443 $SNI $DUR 4096" ;;
+    ka) echo "-s $HERE/hosts.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts.txt" ;;
+    ka_ok) echo "-s $HERE/hosts.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts_ok.txt" ;;
+    close) echo "-H Connection:close -s $HERE/hosts.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts.txt" ;;
+    unfiled) echo "-s $HERE/hosts.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts_unfiled.txt" ;;
+    tls_conns) echo "conns 127.0.0.1:$TPORT $SNI $CONNS $DUR 4096" ;;
+    tls_bulk) echo "bulk 127.0.0.1:$TPORT $SNI $DUR 4096" ;;
+    rate) echo "-s $WORK/hosts_rate.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts_ok.txt" ;;
     esac
 }
 parse_wrk() { # file -> "rps p50ms p99ms requests non2xx errors"
@@ -558,40 +569,45 @@ parse_tcpload() { # file -> the same fields as parse_wrk (bulk: MB/s, -, -, MB, 
               else if ("mb_per_s" in v) printf "%s - - %.0f 0 0\n", v["mb_per_s"], v["bytes"] / 1e6;
               else print "0 - - 0 0 1" }' "$1"
 }
-measure() { # proxy scenario
-    local px=$1 sc=$2 r c0 c1 res out
+warm() { # proxy scenario: 1 s of the load, not counted
+    use_proxy "$1"
+    # shellcheck disable=SC2046
+    case $2 in
+    tls_*) taskset -c 1 "$TCPLOAD" $(DUR=1; scen_args "$2") >/dev/null 2>&1 || true ;;
+    *) run_wrk /dev/null 1 $(scen_args "$2") ;;
+    esac
+}
+measure() { # proxy scenario run: one counted run, appended to res.<proxy>.<scenario>
+    local px=$1 sc=$2 r=$3 c0 c1 res out tl=0
+    use_proxy "$px"
     # shellcheck disable=SC2046
     local args=($(scen_args "$sc"))
-    local tl=0
     case $sc in tls_*) tl=1 ;; esac
-    if [ "$tl" = 1 ]; then
-        SCMD[$sc]="taskset -c 1 target/release/examples/tcpload ${args[*]}"
-        # shellcheck disable=SC2046
-        taskset -c 1 "$TCPLOAD" $(DUR=1; scen_args "$sc") >/dev/null 2>&1 || true
-    else
-        SCMD[$sc]=$(echo "taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --timeout 5s --latency ${args[*]}" | sed "s/Connection:close/'Connection: close'/")
-        run_wrk /dev/null 1 "${args[@]}"
-    fi
-    : >"$WORK/res.$px.$sc"
-    for r in $(seq 1 "$RUNS"); do
-        px_alive
-        out=$WORK/wrk.$px.$sc.$r.txt
-        c0=$(cpu_ticks)
+    if [ "$px" = icpgate ]; then
         if [ "$tl" = 1 ]; then
-            taskset -c 1 "$TCPLOAD" "${args[@]}" >"$out" 2>&1 || true
+            SCMD[$sc]="taskset -c 1 target/release/examples/tcpload ${args[*]}"
         else
-            run_wrk "$out" "$DUR" "${args[@]}"
+            SCMD[$sc]=$(echo "taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --timeout 5s --latency ${args[*]}" | sed "s/Connection:close/'Connection: close'/")
         fi
-        c1=$(cpu_ticks)
-        if [ "$tl" = 1 ]; then res=$(parse_tcpload "$out"); else res=$(parse_wrk "$out"); fi
-        awk -v r="$res" -v dt=$((c1 - c0)) -v tck="$TCK" -v d="$DUR" 'BEGIN{
-            split(r, v, " ")     # rps p50 p99 reqs non2xx errors
-            cpu = dt / tck
-            us = (v[4] > 0) ? 1e6 * cpu / v[4] : -1
-            printf "%s %s %s %.2f %.0f %s %s %s\n", v[1], v[2], v[3], us, 100 * cpu / d, v[4], v[5], v[6] }' \
-            >>"$WORK/res.$px.$sc"
-        log "$px $sc run $r: $(tail -1 "$WORK/res.$px.$sc")  (rps p50ms p99ms cpu_us/req cpu% reqs non2xx errors)"
-    done
+    fi
+    [ "$r" = 1 ] && : >"$WORK/res.$px.$sc"
+    px_alive
+    out=$WORK/wrk.$px.$sc.$r.txt
+    c0=$(cpu_ticks)
+    if [ "$tl" = 1 ]; then
+        taskset -c 1 "$TCPLOAD" "${args[@]}" >"$out" 2>&1 || true
+    else
+        run_wrk "$out" "$DUR" "${args[@]}"
+    fi
+    c1=$(cpu_ticks)
+    if [ "$tl" = 1 ]; then res=$(parse_tcpload "$out"); else res=$(parse_wrk "$out"); fi
+    awk -v r="$res" -v dt=$((c1 - c0)) -v tck="$TCK" -v d="$DUR" 'BEGIN{
+        split(r, v, " ")     # rps p50 p99 reqs non2xx errors
+        cpu = dt / tck
+        us = (v[4] > 0) ? 1e6 * cpu / v[4] : -1
+        printf "%s %s %s %.2f %.0f %s %s %s\n", v[1], v[2], v[3], us, 100 * cpu / d, v[4], v[5], v[6] }' \
+        >>"$WORK/res.$px.$sc"
+    log "$px $sc run $r: $(tail -1 "$WORK/res.$px.$sc")  (rps p50ms p99ms cpu_us/req cpu% reqs non2xx errors)"
 }
 
 # table change: make a blocked name allowed during load; seconds until it is served
@@ -610,7 +626,7 @@ change_test() { # proxy variant
         echo ".$name 1;" >>"$WORK/ngx/hosts.map.new" ;;
     esac
     out=$WORK/wrk.$px.change.$v.txt
-    run_wrk "$out" "$RELOAD_DUR" -s "$WORK/hosts_rate.lua" http://127.0.0.1:18080/ -- "$WORK/hosts_ok.txt" &
+    run_wrk "$out" "$RELOAD_DUR" -s "$WORK/hosts_rate.lua" "http://127.0.0.1:$HPORT/" -- "$WORK/hosts_ok.txt" &
     local wpid=$!
     sleep 3
     t0=$(now_ns)
@@ -623,14 +639,14 @@ change_test() { # proxy variant
         mv "$WORK/ngx/hosts.map.new" "$WORK/ngx/hosts.map"
         kill -HUP "$PX_PID" ;;
     haproxy-add)
-        exec 5<>/dev/tcp/127.0.0.1/19999
+        exec 5<>"/dev/tcp/127.0.0.1/${STATS[$px]}"
         printf 'add map %s %s 1\n' "$WORK/haproxy.map" "$name" >&5
         timeout 5 cat <&5 >"$WORK/haproxy-add.$px.out" || true
         exec 5>&- ;;
     esac
     deadline=$(( $(now_ns) + 60000000000 ))
     while [ "$(now_ns)" -lt "$deadline" ]; do
-        code=$(taskset -c 1 curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Host: www.$name" http://127.0.0.1:18080/ || true)
+        code=$(taskset -c 1 curl -s -o /dev/null -m 5 -w '%{http_code}' -H "Host: www.$name" "http://127.0.0.1:$HPORT/" || true)
         n=$((n + 1))
         if [ "$code" = 200 ]; then ok=1; break; fi
         sleep 0.01
@@ -658,7 +674,7 @@ sanity() { # proxy -> one line of observed statuses
     f=$(tls_code "$SNI_BLOCKED")
     # does the blocked answer keep the connection? (curl reuses it for a 2nd URL)
     g=$(curl -sv -o /dev/null -o /dev/null -m 5 -H "Host: $(head -1 "$WORK/hosts_unfiled.txt")" \
-        http://127.0.0.1:18080/ http://127.0.0.1:18080/ 2>&1 | grep -c 'Re-using existing connection' || true)
+        "http://127.0.0.1:$HPORT/" "http://127.0.0.1:$HPORT/" 2>&1 | grep -c 'Re-using existing connection' || true)
     # agreement with the allow list on 100 names of hosts.txt
     while read -r h; do
         want=403
@@ -670,18 +686,21 @@ sanity() { # proxy -> one line of observed statuses
     echo "$a $b $c $d $e $f $([ "$g" -gt 0 ] && echo kept || echo closed) $agree/$total"
 }
 
-# ---------------------------------------------------------------- per proxy
+# ---------------------------------------------------------------- measuring, interleaved
+# All proxies run at once (each on its own ports, all on CPU 0; idle ones
+# cost nothing). Every scenario's runs go round-robin over the proxies, so a
+# slow minute of this machine (a shared VM) hits them all alike.
 declare -A MEM0 MEM1 MEM2 START SANE
 PERF_TOP=""
 start_ready() { # proxy: start it on CPU 0 and wait until it answers an allowed name
     local i
     start_proxy "$1"
-    for i in $(seq 1 3000); do port_busy 18080 && port_busy 18443 && break; px_alive; sleep 0.1; done
-    port_busy 18080 && port_busy 18443 || die "$1 is not listening on :18080 and :18443 after 300 s"
+    for i in $(seq 1 3000); do port_busy "$HPORT" && port_busy "$TPORT" && break; px_alive; sleep 0.1; done
+    port_busy "$HPORT" && port_busy "$TPORT" || die "$1 is not listening on :$HPORT and :$TPORT after 300 s"
     for i in $(seq 1 600); do [ "$(http_code "$(head -1 "$WORK/hosts_ok.txt")")" = 200 ] && break; sleep 0.1; done
 }
 for px in $PROXIES; do
-    log "=== $px: starting on CPU 0"
+    log "=== $px: starting on CPU 0 (:${HP[$px]}, :${TP[$px]})"
     t0=$(now_ns)
     start_ready "$px"
     START[$px]=$(awk -v a="$t0" -v b="$(now_ns)" 'BEGIN{printf "%.2f", (b - a) / 1e9}')
@@ -689,32 +708,38 @@ for px in $PROXIES; do
     MEM0[$px]=$(mem_kib)
     SANE[$px]=$(sanity "$px")
     log "$px: ready in ${START[$px]} s; mem (RSS PSS KiB, procs) ${MEM0[$px]}; sanity ${SANE[$px]}"
-    for sc in "${SCEN[@]}"; do measure "$px" "$sc"; done
-    MEM1[$px]=$(mem_kib)
-    if [ "$px" = icpgate ] && [ "${CMP_PERF:-1}" = 1 ] && command -v perf >/dev/null; then
-        log "icpgate: perf record -g for 5 s during a keep-alive run (not counted)"
-        # shellcheck disable=SC2046
-        run_wrk "$WORK/wrk.perf.txt" 7 $(scen_args ka) &
-        wp=$!
-        sleep 1
-        taskset -c 1 perf record -q -g -p "$PX_PID" -o "$WORK/perf.data" -- sleep 5 >/dev/null 2>&1 || true
-        wait "$wp" || true
-        perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-            grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | head -25 >"$WORK/perf-top.txt" || true
-        perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null |
-            grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+$//' | head -8 >"$WORK/perf-dso.txt" || true
-        perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio --dsos icpgate,libc.so.6 2>/dev/null |
-            grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | head -20 >"$WORK/perf-user.txt" || true
-        PERF_TOP=yes
-    fi
-    px_alive
-    stop_proxy
 done
+for sc in "${SCEN[@]}"; do
+    log "=== $sc"
+    for px in $PROXIES; do warm "$px" "$sc"; done
+    for r in $(seq 1 "$RUNS"); do
+        for px in $PROXIES; do measure "$px" "$sc" "$r"; done
+    done
+done
+for px in $PROXIES; do use_proxy "$px"; px_alive; MEM1[$px]=$(mem_kib); done
+if [[ " $PROXIES " == *" icpgate "* ]] && [ "${CMP_PERF:-1}" = 1 ] && command -v perf >/dev/null; then
+    use_proxy icpgate
+    log "icpgate: perf record -g for 5 s during a keep-alive run (not counted)"
+    # shellcheck disable=SC2046
+    run_wrk "$WORK/wrk.perf.txt" 7 $(scen_args ka) &
+    wp=$!
+    sleep 1
+    taskset -c 1 perf record -q -g -p "$PX_PID" -o "$WORK/perf.data" -- sleep 5 >/dev/null 2>&1 || true
+    wait "$wp" || true
+    perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | head -25 >"$WORK/perf-top.txt" || true
+    perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+$//' | head -8 >"$WORK/perf-dso.txt" || true
+    perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio --dsos icpgate,libc.so.6,libmimalloc.so 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | head -20 >"$WORK/perf-user.txt" || true
+    PERF_TOP=yes
+fi
 
 # ---------------------------------------------------------------- fixed rate
 # Latency at a fixed rate: half the slowest contender's keep-alive peak on
 # allowed names (map_dom, at ~50 req/s, is left out), wrk pacing each of its
-# connections with delay() (whole milliseconds).
+# connections with delay() (whole milliseconds). Then the table change test
+# under that load, one proxy at a time.
 RATE_PX=""
 PEAK_MIN=$(for p in $PROXIES; do
     [ "$p" = haproxy-map_dom ] && continue
@@ -725,26 +750,16 @@ if [ -n "$PEAK_MIN" ] && [ "$PEAK_MIN" != - ]; then
     RATE=$(awk -v c="$CONNS" -v d="$DELAY_MS" 'BEGIN{printf "%.0f", c * 1000 / d}')
     { cat "$HERE/hosts.lua"; printf '\nfunction delay()\n    return %s\nend\n' "$DELAY_MS"; } >"$WORK/hosts_rate.lua"
     SCMD[rate]="taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --timeout 5s --latency -s hosts_rate.lua (hosts.lua + delay() = $DELAY_MS ms per connection) http://127.0.0.1:18080/ -- hosts_ok.txt"
-    for px in $PROXIES; do
-        [ "$px" = haproxy-map_dom ] && continue
-        log "=== $px: fixed rate $RATE req/s (slowest peak $PEAK_MIN / 2)"
-        start_ready "$px"
-        CUR=$px
-        : >"$WORK/res.$px.rate"
-        run_wrk /dev/null 1 -s "$WORK/hosts_rate.lua" http://127.0.0.1:18080/ -- "$WORK/hosts_ok.txt"
-        for r in $(seq 1 "$RUNS"); do
-            out=$WORK/wrk.$px.rate.$r.txt
-            c0=$(cpu_ticks)
-            run_wrk "$out" "$DUR" -s "$WORK/hosts_rate.lua" http://127.0.0.1:18080/ -- "$WORK/hosts_ok.txt"
-            c1=$(cpu_ticks)
-            res=$(parse_wrk "$out")
-            awk -v r="$res" -v dt=$((c1 - c0)) -v tck="$TCK" -v d="$DUR" 'BEGIN{
-                split(r, v, " "); cpu = dt / tck; us = (v[4] > 0) ? 1e6 * cpu / v[4] : -1
-                printf "%s %s %s %.2f %.0f %s %s %s\n", v[1], v[2], v[3], us, 100 * cpu / d, v[4], v[5], v[6] }' \
-                >>"$WORK/res.$px.rate"
-            log "$px rate run $r: $(tail -1 "$WORK/res.$px.rate")"
-        done
-        RATE_PX="$RATE_PX $px"
+    RATE_LIST=""
+    for px in $PROXIES; do [ "$px" = haproxy-map_dom ] || RATE_LIST="$RATE_LIST $px"; done
+    log "=== fixed rate $RATE req/s (slowest peak $PEAK_MIN / 2):$RATE_LIST"
+    for px in $RATE_LIST; do warm "$px" rate; done
+    for r in $(seq 1 "$RUNS"); do
+        for px in $RATE_LIST; do measure "$px" rate "$r"; done
+    done
+    RATE_PX=$RATE_LIST
+    for px in $RATE_LIST; do
+        use_proxy "$px"
         case $px in
         icpgate) change_test "$px" icpgate-watch; change_test "$px" icpgate-api ;;
         nginx) change_test "$px" nginx-hup ;;
@@ -752,9 +767,10 @@ if [ -n "$PEAK_MIN" ] && [ "$PEAK_MIN" != - ]; then
         esac
         px_alive
         MEM2[$px]=$(mem_kib)
-        stop_proxy
     done
 fi
+for px in $PROXIES; do stop_pid "${PIDS[$px]}" "$px"; unset "PIDS[$px]"; done
+PX_PID=""
 
 # ---------------------------------------------------------------- report
 fmt_ms() { awk -v v="$1" 'BEGIN{ if (v=="-"||v=="") print "-"; else if (v<1) printf "%.0f µs", v*1000; else printf "%.2f ms", v}'; }
@@ -806,7 +822,9 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo "access = active or unexpired initial_review), $NSUB subdomain rows; every row is in every proxy's table. Names: $NH_DISTINCT distinct"
     echo "($NH_OK allowed, $NH_WWW with \`www.\`), taken in shuffled order, one per request (wrk Lua)."
     echo "Each cell: median of $RUNS run(s) of ${DUR} s, after a 1 s warm-up; wrk 1 thread, $CONNS connections."
-    echo "Proxy under test alone on CPU 0; wrk, curl and the upstream nginx (200 \"ok\") on CPU 1."
+    echo "The proxies all run on CPU 0 (each on its own ports; only the one under load is busy), measured round-robin (run r"
+    echo "of a scenario for each proxy, then run r+1), so this shared VM's slow minutes hit all of them alike; wrk, tcpload,"
+    echo "curl and the upstreams (nginx 200 \"ok\" for HTTP, \`tcpload serve\` for the TLS rows) on CPU 1."
     if [ "$RUNS" -lt 5 ]; then echo "**$RUNS run(s) per cell, fewer than the ≥ 5 the issue asks for.**"; fi
     echo
     for sc in "${SCEN[@]}"; do

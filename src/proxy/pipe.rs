@@ -10,7 +10,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
@@ -111,6 +111,7 @@ async fn one_way(
     max_buf: usize,
     last: &AtomicU64,
     start: Instant,
+    ended: &AtomicBool,
 ) -> u64 {
     let mut buf: Vec<u8> = Vec::with_capacity(FIRST_BUF.min(max_buf));
     let mut total = 0u64;
@@ -137,8 +138,12 @@ async fn one_way(
             buf.reserve((n * 2).min(max_buf) - n);
         }
     }
-    // Half-close: pass the EOF on, keep the other direction running.
-    let _ = w.shutdown().await;
+    // Half-close: pass the EOF on, keep the other direction running. If
+    // the other direction has already ended, both sockets close right now
+    // and the close sends the FIN: no shutdown(2) needed.
+    if !ended.swap(true, Ordering::AcqRel) {
+        let _ = w.shutdown().await;
+    }
     total
 }
 
@@ -152,12 +157,13 @@ pub async fn pipe(
 ) -> (u64, u64) {
     let start = Instant::now();
     let last = AtomicU64::new(0);
+    let ended = AtomicBool::new(false);
     let (ar, aw) = a.split();
     let (br, bw) = b.split();
     let both = async {
         tokio::join!(
-            one_way(ar, bw, max_buf, &last, start),
-            one_way(br, aw, max_buf, &last, start)
+            one_way(ar, bw, max_buf, &last, start, &ended),
+            one_way(br, aw, max_buf, &last, start, &ended)
         )
     };
     let watchdog = async {

@@ -106,7 +106,6 @@ impl AsyncWrite for Tracked {
     }
 }
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upstream {
     pub addr: SocketAddr,

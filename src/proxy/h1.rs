@@ -908,14 +908,11 @@ fn plan(
                 .unwrap_or(target);
             let registrable = host.as_ref().map(registrable_of).unwrap_or_default();
             block_answer(shared, raw_host.trim(), &registrable, &block, obuf);
-            // Nothing more can come from a client that said it is done and
-            // sent no body: close at once.
+            // Linger only when more bytes are known to be on their way: a
+            // request body, or pipelined bytes already here (nginx's
+            // heuristic). A keep-alive client reads our `Connection: close`
+            // before it sends again.
             let done = end == buf.len()
-                && (http10
-                    || req.headers.iter().any(|h| {
-                        eq(h.name, "connection")
-                            && tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"))
-                    }))
                 && !req
                     .headers
                     .iter()

@@ -7,7 +7,7 @@
 #
 # As root on Debian (12+), with a Rust toolchain; at least 2 CPUs. It:
 #   * apt-get installs nginx (+ libnginx-mod-stream for `stream`/ssl_preread),
-#     haproxy, wrk, nghttp2-client, curl, openssl (only what is missing)
+#     haproxy, wrk, nghttp2-client, curl (only what is missing)
 #   * cargo build --release (icpgate and examples/gen_table) in this checkout
 #   * gen_table 1000000 rows -> table.csv (src/synth.rs); from the same CSV
 #     (awk) the allow list for nginx/HAProxy: a row is allowed iff filing in
@@ -151,7 +151,6 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v curl >/dev/null || need+=(curl ca-certificates)
-command -v openssl >/dev/null || need+=(openssl)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v pgrep >/dev/null || need+=(procps)
 command -v getconf >/dev/null || need+=(libc-bin)
@@ -281,8 +280,6 @@ NEWNAME() { echo "icpcmp-new-$1-$(date +%s%N | tail -c 7).cn"; }
 
 # ---------------------------------------------------------------- upstream nginx (CPU 1)
 mkdir -p "$WORK/up/logs" "$WORK/up/tmp"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=upstream.invalid" -keyout "$WORK/up/key.pem" -out "$WORK/up/cert.pem" 2>/dev/null
 TEMP_PATHS="client_body_temp_path TMP/body; proxy_temp_path TMP/proxy; fastcgi_temp_path TMP/fastcgi; uwsgi_temp_path TMP/uwsgi; scgi_temp_path TMP/scgi;"
 cat >"$WORK/up/nginx.conf" <<EOF
 worker_processes 1;

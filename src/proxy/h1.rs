@@ -70,18 +70,6 @@ impl UpPool {
             list.push((t, Instant::now()));
         }
     }
-
-    /// Idle connections held (all destinations).
-    pub fn len(&self) -> usize {
-        self.idle
-            .lock()
-            .map(|m| m.values().map(Vec::len).sum())
-            .unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +186,7 @@ pub async fn serve(
             let limits = &shared.limits;
             super::pipe::pipe(
                 &mut client,
-                upstream.inner_mut(),
+                &mut upstream,
                 limits.copy_buffer_bytes,
                 Duration::from_secs(limits.idle_timeout_secs),
             )
@@ -391,21 +379,14 @@ impl Conn<'_> {
         let cap = self.shared.limits.copy_buffer_bytes.max(4096);
         // Body bytes that arrived with the head go out in the same write.
         let mut chunked = Chunked::new();
-        let avail = &self.cbuf[f.end..];
-        let (sent_body, mut body_done) = match f.body {
-            Body::None | Body::UntilClose => (0, true),
-            Body::Length(n) => {
-                let k = avail.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                (k, k as u64 == n)
-            }
-            Body::Chunked => match chunked.feed(avail) {
-                Ok(k) => (k, chunked.is_done()),
+        let (sent_body, mut body_done) =
+            match body_prefix(f.body, &self.cbuf[f.end..], &mut chunked) {
+                Ok(p) => p,
                 Err(why) => {
                     tracing::debug!(peer = %self.info.peer, why, "bad chunked request body");
                     return self.fail(400).await;
                 }
-            },
-        };
+            };
         if !f.verbatim {
             self.obuf
                 .extend_from_slice(&self.cbuf[f.end..f.end + sent_body]);
@@ -444,7 +425,7 @@ impl Conn<'_> {
             self.ubuf.clear();
             if body_done {
                 let head = read_response_head(
-                    &mut up.s,
+                    &mut *up.s,
                     &mut self.client,
                     &mut self.ubuf,
                     &mut self.obuf,
@@ -474,7 +455,7 @@ impl Conn<'_> {
             self.cbuf.drain(..f.end + sent_body);
             let head = {
                 let (mut cr, mut cw) = self.client.split();
-                let (mut ur, mut uw) = up.s.inner_mut().split();
+                let (mut ur, mut uw) = up.s.split();
                 let body = relay(
                     &mut cr,
                     &mut uw,
@@ -545,22 +526,13 @@ impl Conn<'_> {
             self.ubuf.drain(..r.end);
             return Next::Tunnel;
         }
-        let avail = &self.ubuf[r.end..];
         let mut chunked = Chunked::new();
-        let (here, done) = match r.body {
-            Body::None => (0, true),
-            Body::Length(n) => {
-                let k = avail.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                (k, k as u64 == n)
+        let (here, done) = match body_prefix(r.body, &self.ubuf[r.end..], &mut chunked) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(upstream = %up.addr, why, "bad chunked response body");
+                return self.fail(502).await;
             }
-            Body::Chunked => match chunked.feed(avail) {
-                Ok(k) => (k, chunked.is_done()),
-                Err(why) => {
-                    tracing::debug!(upstream = %up.addr, why, "bad chunked response body");
-                    return self.fail(502).await;
-                }
-            },
-            Body::UntilClose => (avail.len(), false),
         };
         // Bytes after a complete response: the upstream is confused.
         let mut reusable = r.reusable && body_done && r.end + here == self.ubuf.len();
@@ -580,7 +552,7 @@ impl Conn<'_> {
         if !done {
             self.ubuf.clear();
             let relayed = relay(
-                &mut up.s,
+                &mut *up.s,
                 &mut self.client,
                 &mut self.ubuf,
                 r.body,
@@ -800,6 +772,48 @@ fn parse_response(ubuf: &[u8], f: Fwd, obuf: &mut Vec<u8>) -> RespParse {
     }
 }
 
+/// How many of `avail` (the bytes read after a head) belong to a body of
+/// this kind, and whether they complete it.
+fn body_prefix(
+    body: Body,
+    avail: &[u8],
+    chunked: &mut Chunked,
+) -> Result<(usize, bool), &'static str> {
+    Ok(match body {
+        Body::None => (0, true),
+        Body::Length(n) => {
+            let k = avail.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            (k, k as u64 == n)
+        }
+        Body::Chunked => (chunked.feed(avail)?, chunked.is_done()),
+        Body::UntilClose => (avail.len(), false),
+    })
+}
+
+/// A `Content-Length` value: digits only (no sign, list or blank).
+fn content_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Headers that describe one hop (RFC 9110 §7.6.1), besides those the
+/// `Connection` header names.
+fn is_hop_header(n: &str) -> bool {
+    eq(n, "connection") || eq(n, "keep-alive") || eq(n, "proxy-connection")
+}
+
+/// The start line of a head, with its line ending.
+fn first_line(head: &[u8]) -> &[u8] {
+    let end = head
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(head.len(), |i| i + 1);
+    &head[..end]
+}
+
 fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
@@ -936,12 +950,7 @@ fn plan(
     for h in req.headers.iter() {
         let n = h.name;
         if eq(n, "content-length") {
-            let v = h.value.trim_ascii();
-            let parsed = std::str::from_utf8(v)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok());
-            match (parsed, length) {
+            match (content_length(h.value), length) {
                 (None, _) => bad = true,
                 (Some(v), Some(prev)) if v != prev => bad = true,
                 (Some(v), _) => length = Some(v),
@@ -966,7 +975,7 @@ fn plan(
                     bad = true;
                 }
             }
-        } else if eq(n, "keep-alive") || eq(n, "proxy-connection") {
+        } else if is_hop_header(n) {
             hop = true;
         } else if eq(n, "upgrade") {
             upgrade_hdr = true;
@@ -1031,17 +1040,11 @@ fn plan(
             b" HTTP/1.1\r\n"
         });
     } else {
-        let line_end = head
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(head.len(), |i| i + 1);
-        obuf.extend_from_slice(&head[..line_end]);
+        obuf.extend_from_slice(first_line(head));
     }
     for (line, h) in header_lines(head, req.headers) {
         let n = h.name;
-        let drop = eq(n, "connection")
-            || eq(n, "keep-alive")
-            || eq(n, "proxy-connection")
+        let drop = is_hop_header(n)
             || (te_and_cl && eq(n, "content-length"))
             || (h2c && (eq(n, "upgrade") || eq(n, "http2-settings")))
             || (named.has(n)
@@ -1079,10 +1082,7 @@ fn plan_response(
     for h in resp.headers.iter() {
         let n = h.name;
         if eq(n, "content-length") {
-            let v = std::str::from_utf8(h.value.trim_ascii())
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())?;
+            let v = content_length(h.value)?;
             if length.is_some_and(|p| p != v) {
                 return None;
             }
@@ -1105,7 +1105,7 @@ fn plan_response(
                     named.add(t);
                 }
             }
-        } else if eq(n, "keep-alive") || eq(n, "proxy-connection") {
+        } else if is_hop_header(n) {
             hop = true;
         }
     }
@@ -1144,16 +1144,10 @@ fn plan_response(
     }
     obuf.clear();
     let head = &ubuf[start..end];
-    let line_end = head
-        .iter()
-        .position(|b| *b == b'\n')
-        .map_or(head.len(), |i| i + 1);
-    obuf.extend_from_slice(&head[..line_end]);
+    obuf.extend_from_slice(first_line(head));
     for (line, h) in header_lines(head, resp.headers) {
         let n = h.name;
-        let drop = eq(n, "connection")
-            || eq(n, "keep-alive")
-            || eq(n, "proxy-connection")
+        let drop = is_hop_header(n)
             || (named.has(n) && !eq(n, "transfer-encoding") && !eq(n, "content-length"));
         if !drop {
             obuf.extend_from_slice(line);

@@ -398,7 +398,7 @@ async fn passthrough(shared: &Shared, info: &ConnInfo, client: TcpStream, first:
     let mut client = client;
     pipe::pipe(
         &mut client,
-        up.inner_mut(),
+        &mut up,
         limits.copy_buffer_bytes,
         Duration::from_secs(limits.idle_timeout_secs),
     )

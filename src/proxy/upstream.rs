@@ -3,14 +3,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::sync::OnceLock;
 
 use dashmap::DashSet;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// Both ends (local, remote) of icpgate's own open upstream connections, to
@@ -47,12 +44,6 @@ impl Tracked {
         }
         Tracked { inner, ends }
     }
-}
-
-impl Tracked {
-    pub fn inner_mut(&mut self) -> &mut TcpStream {
-        &mut self.inner
-    }
 
     /// For a pooled connection: still open, nothing unread? (Readiness is
     /// tracked by the reactor, so a live idle socket costs no syscall here.)
@@ -70,39 +61,17 @@ impl Drop for Tracked {
     }
 }
 
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+/// Used as the socket it wraps.
+impl std::ops::Deref for Tracked {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.inner
     }
 }
 
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+impl std::ops::DerefMut for Tracked {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.inner
     }
 }
 

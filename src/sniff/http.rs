@@ -1,8 +1,8 @@
 //! HTTP/1.x request heads: recognising one, and finding the one authority a
 //! request is for (SPEC R3, R8, R10). [`request_host`] holds the rules and is
-//! used both by [`parse`] (the pure, incremental sniffer) and by the proxy's
-//! per-request service, so every request on a connection gets the same
-//! treatment as the first.
+//! used both by [`parse`] (the pure, incremental head parser the fuzz target
+//! and the sniff bench drive) and by the HTTP engine (`proxy::h1`) for every
+//! request on a connection, the first included.
 
 use crate::decision::Reason;
 use crate::hostname::{self, Host};
@@ -75,9 +75,8 @@ pub fn request_host<'a>(
     request_host_parts(target_authority(target)?, http10, hosts)
 }
 
-/// [`request_host`] with the target's authority already extracted (hyper
-/// parses the target for us on the proxy path).
-pub fn request_host_parts<'a>(
+/// [`request_host`] with the target's authority already extracted.
+fn request_host_parts<'a>(
     target_auth: Option<&'a str>,
     http10: bool,
     hosts: &mut dyn Iterator<Item = &'a [u8]>,

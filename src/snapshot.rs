@@ -144,6 +144,28 @@ fn advise_huge(ptr: *const u8, len: usize) {
     }
 }
 
+#[inline]
+fn prefetch_read<T>(p: &T) {
+    // SAFETY: SSE is part of the x86_64 baseline; a prefetch is a hint
+    // that never faults, and the pointer comes from a live reference.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (p as *const T).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// An empty byte buffer of `cap` capacity, advised into huge pages before
+/// anything touches it.
+fn huge_vec(cap: usize) -> Vec<u8> {
+    let v = Vec::with_capacity(cap);
+    advise_huge(v.as_ptr(), v.capacity());
+    v
+}
+
 /// Open addressing, linear probing, power-of-two capacity, load ≤ 3/4.
 struct Flat {
     slots: Vec<Slot>,
@@ -205,6 +227,14 @@ impl Flat {
         }
     }
 
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        let i = split(hash).1 & self.mask;
+        if let Some(slot) = self.slots.get(i) {
+            prefetch_read(slot);
+        }
+    }
+
     /// Make room for one more slot (call before `probe` + insert).
     fn reserve_one(&mut self, names: &[u8]) {
         if (self.len + 1) * 4 <= self.slots.len() * 3 {
@@ -258,7 +288,7 @@ impl StrArena {
         std::str::from_utf8(&self.bytes[start..end]).unwrap_or("")
     }
     fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.ends.capacity() * 4
+        self.bytes.len() + self.ends.len() * 4
     }
 }
 
@@ -420,8 +450,10 @@ impl Snapshot {
     }
 
     /// Approximate heap bytes held by this snapshot.
+    /// Arenas count their used bytes (their unused tail is never written,
+    /// so never resident).
     pub fn heap_bytes(&self) -> usize {
-        self.names.capacity()
+        self.names.len()
             + self.table.slots.capacity() * std::mem::size_of::<Slot>()
             + self.icps.heap_bytes()
             + self.aux.capacity() * (std::mem::size_of::<Aux>() + 8)
@@ -512,14 +544,23 @@ impl Builder {
     }
 
     pub fn with_capacity(rows: usize) -> Self {
-        let mut names = Vec::with_capacity(rows * 20);
-        advise_huge(names.as_ptr(), names.capacity());
-        names.clear();
+        Self::with_hints(rows, rows * 20, 0)
+    }
+
+    /// Pre-sized for about `rows` rows, `name_bytes` of names and
+    /// `icp_bytes` of filing numbers, so a table of the expected size is
+    /// built without a growth step (each would copy into freshly faulted
+    /// pages). Over-estimates cost address space only: pages never written
+    /// are never resident.
+    pub fn with_hints(rows: usize, name_bytes: usize, icp_bytes: usize) -> Self {
         Builder {
-            names,
+            names: huge_vec(name_bytes),
             table: Flat::with_capacity(rows),
             push_offs: Vec::with_capacity(rows),
-            icps: StrArena::default(),
+            icps: StrArena {
+                bytes: huge_vec(icp_bytes),
+                ends: Vec::with_capacity(rows),
+            },
             aux: HashMap::new(),
             rows: 0,
         }
@@ -543,8 +584,7 @@ impl Builder {
             // Grow by doubling into a fresh buffer advised into huge pages
             // before the copy touches it (a plain realloc would fault 4 KiB
             // pages first).
-            let mut bigger = Vec::with_capacity((self.names.capacity() * 2).max(1 << 16));
-            advise_huge(bigger.as_ptr(), bigger.capacity());
+            let mut bigger = huge_vec((self.names.capacity() * 2).max(1 << 16));
             bigger.extend_from_slice(&self.names);
             self.names = bigger;
         }
@@ -574,6 +614,20 @@ impl Builder {
             }
         }
         Ok(())
+    }
+
+    /// Hint that `name` (and its registrable apex, when `apex_len` says it
+    /// has a shorter one) will be pushed soon: start loading their slots'
+    /// cache lines, so a loader that calls this a few rows ahead overlaps
+    /// the table's cache misses instead of waiting for each in turn.
+    #[inline]
+    pub fn prefetch(&self, name: &str, apex_len: usize) {
+        self.table.prefetch(hash_of(name.as_bytes()));
+        if apex_len < name.len() {
+            if let Some(apex) = name.get(name.len() - apex_len..) {
+                self.table.prefetch(hash_of(apex.as_bytes()));
+            }
+        }
     }
 
     /// Add a row. The domain must already be canonical.
@@ -653,9 +707,9 @@ impl Builder {
         Ok(())
     }
 
+    /// The arenas keep their spare capacity: shrinking would copy them into
+    /// fresh pages, and the never-written tail is not resident anyway.
     pub fn finish(mut self, meta: TableMeta) -> Snapshot {
-        self.icps.bytes.shrink_to_fit();
-        self.icps.ends.shrink_to_fit();
         self.aux.shrink_to_fit();
         advise_huge(self.names.as_ptr(), self.names.capacity());
         Snapshot {

@@ -179,10 +179,15 @@ fn load_reader_sized<R: Read + Send>(
     opts: &LoadOptions,
 ) -> Result<Loaded, TableError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
+    // Emptied batches go back to the parser for reuse.
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Batch>(10);
     let rows_hint = ((size_hint / BYTES_PER_ROW_HINT) as usize).min(opts.max_rows);
+    // Names and filing numbers are each well under half of a row's bytes.
+    let bytes_hint = (size_hint / 2).min(MAX_ARENA_HINT) as usize;
+    let hints = (rows_hint, bytes_hint);
     let (builder, invalid, errors, version) = std::thread::scope(|scope| {
-        let parser = scope.spawn(move || read_source(reader, opts, tx));
-        let built = insert_batches(rx, rows_hint, opts);
+        let parser = scope.spawn(move || read_source(reader, opts, tx, back_rx));
+        let built = insert_batches(rx, back_tx, hints, opts);
         let parsed = parser
             .join()
             .unwrap_or_else(|_| Err(TableError::Format("table parser panicked".into())));
@@ -208,6 +213,13 @@ fn load_reader_sized<R: Read + Send>(
         errors,
     })
 }
+
+/// Cap on the arena pre-sizing taken from the source size (beyond it the
+/// arenas grow as needed).
+const MAX_ARENA_HINT: u64 = 1 << 30;
+
+/// How many rows ahead the builder prefetches hash-table slots.
+const PREFETCH_AHEAD: usize = 8;
 
 /// Rows per batch handed from the parser to the builder.
 const BATCH_ROWS: usize = 4096;
@@ -235,6 +247,14 @@ struct BatchRow {
 }
 
 impl Batch {
+    /// A recycled batch from the builder, or a new one.
+    fn next(back: &std::sync::mpsc::Receiver<Batch>) -> Batch {
+        back.try_recv().unwrap_or_else(|_| Batch {
+            text: String::with_capacity(BATCH_ROWS * 48),
+            rows: Vec::with_capacity(BATCH_ROWS),
+            ..Batch::default()
+        })
+    }
     fn push(&mut self, line: u64, row: ParsedRow<'_>) {
         let d0 = self.text.len() as u32;
         self.text.push_str(&row.domain);
@@ -262,6 +282,7 @@ fn read_source<R: Read>(
     reader: R,
     opts: &LoadOptions,
     tx: std::sync::mpsc::SyncSender<Batch>,
+    back: std::sync::mpsc::Receiver<Batch>,
 ) -> Result<String, TableError> {
     let mut raw = BufReader::with_capacity(
         1 << 16,
@@ -283,9 +304,9 @@ fn read_source<R: Read>(
             limit: opts.max_bytes,
             what: "decompressed table",
         };
-        parse_rows(limited, opts, &tx)?;
+        parse_rows(limited, opts, &tx, &back)?;
     } else {
-        parse_rows(&mut raw, opts, &tx)?;
+        parse_rows(&mut raw, opts, &tx, &back)?;
     }
     drop(tx);
     // Drain what the CSV reader did not need so the hash covers every byte.
@@ -297,12 +318,13 @@ fn read_source<R: Read>(
 /// Stage 2: insert validated rows; detect duplicates.
 fn insert_batches(
     rx: std::sync::mpsc::Receiver<Batch>,
-    rows_hint: usize,
+    back: std::sync::mpsc::SyncSender<Batch>,
+    (rows_hint, bytes_hint): (usize, usize),
     opts: &LoadOptions,
 ) -> Result<(Builder, usize, Vec<RowError>), TableError> {
-    let mut builder = Builder::with_capacity(rows_hint);
+    let mut builder = Builder::with_hints(rows_hint, bytes_hint, bytes_hint);
     // Line of each inserted row, by push index (for duplicate reports).
-    let mut lines: Vec<u32> = Vec::new();
+    let mut lines: Vec<u32> = Vec::with_capacity(rows_hint);
     let mut invalid = 0usize;
     let mut errors: Vec<RowError> = Vec::new();
     let mut note = |e: RowError, invalid: &mut usize| {
@@ -316,8 +338,16 @@ fn insert_batches(
     for mut batch in rx {
         invalid += batch.invalid;
         pending.append(&mut batch.errors);
-        let rows = std::mem::take(&mut batch.rows);
-        for row in rows {
+        let mut rows = std::mem::take(&mut batch.rows);
+        for i in 0..rows.len() {
+            if let Some(ahead) = rows.get(i + PREFETCH_AHEAD) {
+                builder.prefetch(batch.str(ahead.domain), ahead.registrable_len);
+            }
+            let Some(row) = rows.get_mut(i) else { break };
+            let row = BatchRow {
+                ips: std::mem::take(&mut row.ips),
+                ..*row
+            };
             let domain = batch.str(row.domain);
             let icp = batch.str(row.icp);
             match builder.push(RowData {
@@ -354,6 +384,12 @@ fn insert_batches(
                 ),
             }
         }
+        rows.clear();
+        batch.rows = rows;
+        batch.text.clear();
+        batch.invalid = 0;
+        // The parser may have finished; then the batch is just dropped.
+        let _ = back.try_send(batch);
         if invalid > opts.max_invalid_rows {
             break;
         }
@@ -403,6 +439,7 @@ fn parse_rows<R: Read>(
     reader: R,
     opts: &LoadOptions,
     tx: &std::sync::mpsc::SyncSender<Batch>,
+    back: &std::sync::mpsc::Receiver<Batch>,
 ) -> Result<(), TableError> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -432,7 +469,7 @@ fn parse_rows<R: Read>(
         )));
     }
 
-    let mut batch = Batch::default();
+    let mut batch = Batch::next(back);
     let mut invalid_total = 0usize;
     let mut rows = 0usize;
     loop {
@@ -483,7 +520,7 @@ fn parse_rows<R: Read>(
             }
         }
         if batch.rows.len() >= BATCH_ROWS {
-            let full = std::mem::take(&mut batch);
+            let full = std::mem::replace(&mut batch, Batch::next(back));
             if tx.send(full).is_err() {
                 // The builder stopped (allowance spent): nothing more to do.
                 return Ok(());

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use icpgate::decision::{Action, IpAccess, IpRanges, NameSet, Policy, Reason};
 use icpgate::hostname::{self, Host};
-use icpgate::snapshot::Snapshot;
+use icpgate::snapshot::{Filing, Snapshot};
 use icpgate::table::{self, LoadOptions, TableError};
 use proptest::prelude::*;
 
@@ -443,6 +443,69 @@ fn allowance_and_gzip() {
     );
     assert!(
         matches!(r, Err(TableError::Format(ref m)) if m.contains("decompressed")),
+        "{r:?}"
+    );
+}
+
+/// 50k rows, so the loader's batches (4096 rows) are recycled many times:
+/// invalid rows, duplicates and subdomains across batch boundaries are each
+/// counted once, and every valid row is found.
+#[test]
+fn many_batches_count_each_error_once() {
+    let mut csv = String::from("domain,icp,filing,access,access_expires,ips\n");
+    for i in 0..50_000u32 {
+        match i {
+            // invalid in the parser (bad name), in three different batches
+            5 | 20_000 | 45_000 => csv.push_str("bad..cn,京ICP备1号-1,filed,active,,\n"),
+            // a duplicate of row 1, found by the builder much later
+            30_000 => csv.push_str("n1.cn,京ICP备1号-1,filed,active,,\n"),
+            // subdomains of a row from another batch
+            _ if i % 1000 == 999 => csv.push_str(&format!(
+                "www.n{}.cn,京ICP备{i}号-1,revoked,active,,\n",
+                i - 999
+            )),
+            _ => csv.push_str(&format!("n{i}.cn,京ICP备{i}号-1,filed,active,,\n")),
+        }
+    }
+    let l = table::load_bytes(
+        csv.as_bytes(),
+        "t",
+        &LoadOptions {
+            max_invalid_rows: 4,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(l.invalid, 4);
+    assert_eq!(l.snapshot.len(), 50_000 - 4);
+    let lines: Vec<u64> = l.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![7, 20_002, 30_002, 45_002]);
+    assert!(
+        l.errors[2].message.contains("first at line 3"),
+        "{:?}",
+        l.errors[2]
+    );
+    for i in [0u32, 4095, 4096, 8191, 49_998] {
+        assert_eq!(
+            l.snapshot.get(&format!("n{i}.cn")).unwrap().icp(),
+            format!("京ICP备{i}号-1")
+        );
+    }
+    // www.n0.cn (row 999) is revoked; n0.cn itself stays filed.
+    let w = l.snapshot.lookup("www.n0.cn").unwrap();
+    assert_eq!((w.domain(), w.filing()), ("www.n0.cn", Filing::Revoked));
+    assert_eq!(l.snapshot.lookup("x.n0.cn").unwrap().domain(), "n0.cn");
+    // one more invalid row than the allowance rejects the table
+    let r = table::load_bytes(
+        csv.as_bytes(),
+        "t",
+        &LoadOptions {
+            max_invalid_rows: 3,
+            ..LoadOptions::default()
+        },
+    );
+    assert!(
+        matches!(r, Err(TableError::Rejected { invalid: 4, .. })),
         "{r:?}"
     );
 }

@@ -82,6 +82,10 @@ fn default_max_shrink() -> f64 {
 fn default_poll() -> u64 {
     60
 }
+fn default_true() -> bool {
+    true
+}
+
 fn default_watch_ms() -> u64 {
     1000
 }
@@ -107,6 +111,9 @@ pub struct TableConfig {
     /// File source: how often the file is checked for replacement (ms).
     #[serde(default = "default_watch_ms")]
     pub watch_interval_ms: u64,
+    /// Keep a replaced table's memory to build the next one in.
+    #[serde(default = "default_true")]
+    pub reuse_memory: bool,
 }
 
 impl Default for TableConfig {
@@ -122,6 +129,7 @@ impl Default for TableConfig {
             max_rows: None,
             poll_interval_secs: default_poll(),
             watch_interval_ms: default_watch_ms(),
+            reuse_memory: true,
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::TableConfig;
 use crate::metrics::{reload_result, Metrics};
-use crate::snapshot::{Snapshot, TableHolder};
+use crate::snapshot::{Snapshot, Spare, TableHolder};
 use crate::table::{self, RowError, TableError};
 
 /// What a reload did.
@@ -38,6 +38,8 @@ pub struct Reloader {
     pub holder: Arc<TableHolder>,
     state: Mutex<State>,
     serial: tokio::sync::Mutex<()>,
+    /// A retired snapshot's memory for the next build (`reuse_memory`).
+    spare: Arc<Mutex<Option<Spare>>>,
 }
 
 fn file_sig(path: &PathBuf) -> Option<(SystemTime, u64, u64)> {
@@ -89,6 +91,7 @@ impl Reloader {
                 ..State::default()
             }),
             serial: tokio::sync::Mutex::new(()),
+            spare: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -143,7 +146,8 @@ impl Reloader {
             (Some(path), _) => {
                 let p = path.clone();
                 let sig = file_sig(&p);
-                let res = background(move || table::load_path(&p, &opts)).await;
+                let spare = self.take_spare();
+                let res = background(move || table::load_path_reusing(&p, &opts, spare)).await;
                 if let Ok(mut st) = self.state.lock() {
                     st.file_sig = sig;
                 }
@@ -161,7 +165,11 @@ impl Reloader {
                     }
                     Ok(crate::fetch::Fetched::Body { bytes, etag }) => {
                         let url = url.clone();
-                        let res = background(move || table::load_bytes(&bytes, &url, &opts)).await;
+                        let spare = self.take_spare();
+                        let res = background(move || {
+                            table::load_bytes_reusing(&bytes, &url, &opts, spare)
+                        })
+                        .await;
                         (res, etag)
                     }
                     Err(e) => return Err(self.report(reload_result::ERROR, e, vec![])),
@@ -202,6 +210,9 @@ impl Reloader {
             if let Ok(mut st) = self.state.lock() {
                 st.etag = etag;
             }
+            if self.cfg.reuse_memory {
+                keep_spare(&self.spare, new);
+            }
             return Ok(self.report(reload_result::UNCHANGED, "same version".into(), vec![]));
         }
         if !(force || self.cfg.force) {
@@ -217,7 +228,7 @@ impl Reloader {
         if let Ok(mut st) = self.state.lock() {
             st.etag = etag;
         }
-        retire(old);
+        retire(old, self.cfg.reuse_memory.then(|| self.spare.clone()));
         Ok(ReloadReport {
             result: reload_result::SUCCESS,
             version,
@@ -228,6 +239,31 @@ impl Reloader {
             ),
             errors: loaded.errors,
         })
+    }
+
+    /// With `reuse_memory`: prepare spare memory shaped like the running
+    /// table's in the background (lowest priority), so the first reload
+    /// is as fast as later ones.
+    pub async fn prepare_spare(&self) {
+        if !self.cfg.reuse_memory {
+            return;
+        }
+        let cur = self.holder.load_full();
+        if let Ok(spare) = background(move || Spare::prefaulted_like(&cur)).await {
+            if let Ok(mut s) = self.spare.lock() {
+                if s.is_none() {
+                    *s = Some(spare);
+                }
+            }
+        }
+    }
+
+    /// The kept memory, if any (and if reuse is on).
+    fn take_spare(&self) -> Spare {
+        match self.spare.lock() {
+            Ok(mut s) if self.cfg.reuse_memory => s.take().unwrap_or_default(),
+            _ => Spare::default(),
+        }
     }
 
     /// Has the file changed since we last loaded it? (debounced by the caller)
@@ -302,9 +338,19 @@ pub fn publish_metrics(s: &Snapshot) {
     m.table_loaded.set(at);
 }
 
-/// Drop a replaced snapshot off the data path: wait (bounded) until the
-/// lookups in flight have released it, then free it on a blocking thread.
-fn retire(old: Arc<Snapshot>) {
+/// Keep a snapshot's memory for the next build (replacing older spare
+/// memory, which is freed).
+fn keep_spare(slot: &Mutex<Option<Spare>>, snap: Snapshot) {
+    let spare = snap.into_spare();
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(spare);
+    }
+}
+
+/// Retire a replaced snapshot off the data path: wait (bounded) until the
+/// lookups in flight have released it, then, on a blocking thread, free it
+/// or keep its memory in `spare` for the next build.
+fn retire(old: Arc<Snapshot>, spare: Option<Arc<Mutex<Option<Spare>>>>) {
     tokio::task::spawn_blocking(move || {
         for _ in 0..600 {
             if Arc::strong_count(&old) == 1 {
@@ -312,6 +358,9 @@ fn retire(old: Arc<Snapshot>) {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        drop(old);
+        // Still shared after 30 s (a stuck lookup): just drop our reference.
+        if let (Some(slot), Ok(snap)) = (spare, Arc::try_unwrap(old)) {
+            keep_spare(&slot, snap);
+        }
     });
 }

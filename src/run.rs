@@ -222,6 +222,10 @@ async fn serve(cfg: Config) -> i32 {
         }
     }
     tokio::spawn(reloader.clone().watch());
+    {
+        let r = reloader.clone();
+        tokio::spawn(async move { r.prepare_spare().await });
+    }
     spawn_sighup(reloader.clone());
 
     let conns = Arc::new(Semaphore::new(cfg.limits.max_connections));

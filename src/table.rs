@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 use crate::hostname::{self, Host};
-use crate::snapshot::{Access, Builder, Filing, PushError, RowData, Snapshot, TableMeta};
+use crate::snapshot::{Access, Builder, Filing, PushError, RowData, Snapshot, Spare, TableMeta};
 
 /// The required header line.
 pub const HEADER: [&str; 6] = ["domain", "icp", "filing", "access", "access_expires", "ips"];
@@ -144,14 +144,33 @@ impl<R: Read> Read for Metered<R> {
 
 /// Load a table from a file (plain CSV or gzip, detected by content).
 pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<Loaded, TableError> {
+    load_path_reusing(path, opts, Spare::default())
+}
+
+/// [`load_path`], building in a retired snapshot's memory.
+pub fn load_path_reusing(
+    path: &Path,
+    opts: &LoadOptions,
+    spare: Spare,
+) -> Result<Loaded, TableError> {
     let file = File::open(path).map_err(|e| TableError::Io(format!("{}: {e}", path.display())))?;
     let size = file.metadata().map_or(0, |m| m.len());
-    load_reader_sized(file, size, &path.display().to_string(), opts)
+    load_reader_sized(file, size, &path.display().to_string(), opts, spare)
 }
 
 /// Load a table from in-memory bytes.
 pub fn load_bytes(bytes: &[u8], source: &str, opts: &LoadOptions) -> Result<Loaded, TableError> {
-    load_reader_sized(bytes, bytes.len() as u64, source, opts)
+    load_bytes_reusing(bytes, source, opts, Spare::default())
+}
+
+/// [`load_bytes`], building in a retired snapshot's memory.
+pub fn load_bytes_reusing(
+    bytes: &[u8],
+    source: &str,
+    opts: &LoadOptions,
+    spare: Spare,
+) -> Result<Loaded, TableError> {
+    load_reader_sized(bytes, bytes.len() as u64, source, opts, spare)
 }
 
 /// Load a table from any byte stream.
@@ -165,7 +184,7 @@ pub fn load_reader<R: Read + Send>(
     source: &str,
     opts: &LoadOptions,
 ) -> Result<Loaded, TableError> {
-    load_reader_sized(reader, 0, source, opts)
+    load_reader_sized(reader, 0, source, opts, Spare::default())
 }
 
 /// Rows per source byte assumed when pre-sizing the hash table (a typical
@@ -177,6 +196,7 @@ fn load_reader_sized<R: Read + Send>(
     size_hint: u64,
     source: &str,
     opts: &LoadOptions,
+    spare: Spare,
 ) -> Result<Loaded, TableError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
     // Emptied batches go back to the parser for reuse.
@@ -187,7 +207,7 @@ fn load_reader_sized<R: Read + Send>(
     let hints = (rows_hint, bytes_hint);
     let (builder, invalid, errors, version) = std::thread::scope(|scope| {
         let parser = scope.spawn(move || read_source(reader, opts, tx, back_rx));
-        let built = insert_batches(rx, back_tx, hints, opts);
+        let built = insert_batches(rx, back_tx, hints, spare, opts);
         let parsed = parser
             .join()
             .unwrap_or_else(|_| Err(TableError::Format("table parser panicked".into())));
@@ -320,9 +340,10 @@ fn insert_batches(
     rx: std::sync::mpsc::Receiver<Batch>,
     back: std::sync::mpsc::SyncSender<Batch>,
     (rows_hint, bytes_hint): (usize, usize),
+    spare: Spare,
     opts: &LoadOptions,
 ) -> Result<(Builder, usize, Vec<RowError>), TableError> {
-    let mut builder = Builder::with_hints(rows_hint, bytes_hint, bytes_hint);
+    let mut builder = Builder::reusing(rows_hint, bytes_hint, bytes_hint, spare);
     // Line of each inserted row, by push index (for duplicate reports).
     let mut lines: Vec<u32> = Vec::with_capacity(rows_hint);
     let mut invalid = 0usize;

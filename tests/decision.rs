@@ -510,6 +510,55 @@ fn many_batches_count_each_error_once() {
     );
 }
 
+/// A table built in a retired snapshot's memory holds exactly its own rows:
+/// nothing of the old table's names, slots or filing numbers shows through,
+/// whether the spare is the same size, bigger or smaller.
+#[test]
+fn builds_in_spare_memory_hold_only_their_own_rows() {
+    fn csv(prefix: &str, n: u32) -> String {
+        let mut c = String::from("domain,icp,filing,access,access_expires,ips\n");
+        for i in 0..n {
+            c.push_str(&format!("{prefix}{i}.cn,京ICP备{i}号-1,filed,active,,\n"));
+        }
+        c
+    }
+    let opts = LoadOptions::default();
+    let mut spare = table::load_bytes(csv("a", 20_000).as_bytes(), "a", &opts)
+        .unwrap()
+        .snapshot
+        .into_spare();
+    // same size, then much smaller (spare too big), then bigger (too small)
+    for (prefix, n) in [("b", 20_000u32), ("c", 300), ("d", 90_000), ("e", 20_000)] {
+        let snap = table::load_bytes_reusing(csv(prefix, n).as_bytes(), prefix, &opts, spare)
+            .unwrap()
+            .snapshot;
+        assert_eq!(snap.len(), n as usize);
+        assert_eq!(snap.rows().count(), n as usize);
+        for i in [0, n / 2, n - 1] {
+            let r = snap.get(&format!("{prefix}{i}.cn")).unwrap();
+            assert_eq!(r.icp(), format!("京ICP备{i}号-1"));
+        }
+        for old in ["a0.cn", "a199.cn", "b5.cn", "c7.cn", "d100.cn"] {
+            if !old.starts_with(prefix) {
+                assert!(snap.get(old).is_none(), "{old} in table {prefix}");
+                assert!(snap.lookup(&format!("www.{old}")).is_none());
+            }
+        }
+        spare = snap.into_spare();
+    }
+    // A prefaulted spare works too.
+    let base = table::load_bytes(csv("f", 5_000).as_bytes(), "f", &opts)
+        .unwrap()
+        .snapshot;
+    let spare = icpgate::snapshot::Spare::prefaulted_like(&base);
+    assert!(spare.bytes() > 0);
+    let snap = table::load_bytes_reusing(csv("g", 5_000).as_bytes(), "g", &opts, spare)
+        .unwrap()
+        .snapshot;
+    assert_eq!(snap.get("g4999.cn").unwrap().icp(), "京ICP备4999号-1");
+    assert!(snap.get("f1.cn").is_none());
+}
+
 #[test]
 fn shrink_guard() {
     assert!(table::shrink_violation(1000, 900, 0.10).is_none());

@@ -285,7 +285,13 @@ impl Reloader {
                 match (self.file_changed(), pending) {
                     (Some(sig), Some(p)) if sig == p => {
                         pending = None;
-                        let _ = self.reload(false).await;
+                        // Not if a reload (API, SIGHUP) that started since
+                        // has already read this file.
+                        let _serial = self.serial.lock().await;
+                        if self.file_changed().is_some() {
+                            let r = self.reload_inner(false).await;
+                            let _ = self.finish(r);
+                        }
                     }
                     (Some(sig), _) => pending = Some(sig),
                     (None, _) => pending = None,

@@ -176,6 +176,9 @@ struct Flat {
 enum Probe {
     Found(usize),
     Vacant(usize),
+    /// Every slot was probed: the table is full. The load limit makes this
+    /// impossible; it is reported instead of probing forever.
+    Full,
 }
 
 impl Flat {
@@ -219,7 +222,7 @@ impl Flat {
     #[inline]
     fn probe(&self, hash: u64, bytes: &[u8], names: &[u8]) -> Probe {
         let (tag, mut i) = split(hash);
-        loop {
+        for _ in 0..self.slots.len() {
             i &= self.mask;
             let s = &self.slots[i];
             if s.tag == 0 {
@@ -233,6 +236,7 @@ impl Flat {
             }
             i += 1;
         }
+        Probe::Full
     }
 
     #[inline]
@@ -417,7 +421,7 @@ impl Snapshot {
         }
         match self.table.probe(hash_of(bytes), bytes, &self.names) {
             Probe::Found(i) => Some(self.table.slots[i]),
-            Probe::Vacant(_) => None,
+            Probe::Vacant(_) | Probe::Full => None,
         }
     }
 
@@ -521,6 +525,8 @@ pub enum PushError {
     TooLarge,
     NameTooLong,
     TooManyIps,
+    /// The hash table had no free slot (an internal error: never expected).
+    Full,
 }
 
 /// A row given to the builder.
@@ -636,6 +642,7 @@ impl Builder {
         self.table.reserve_one(&self.names);
         match self.table.probe(hash, bytes, &self.names) {
             Probe::Found(i) => self.table.slots[i].status |= HAS_CHILDREN,
+            Probe::Full => return Err(PushError::Full),
             Probe::Vacant(i) => {
                 let off = self.append_name(bytes)?;
                 self.table.slots[i] = Slot {
@@ -697,6 +704,7 @@ impl Builder {
                 return Err(PushError::Duplicate { first });
             }
             Probe::Vacant(i) => (i, 0, true),
+            Probe::Full => return Err(PushError::Full),
         };
         let icp = match self.icps.ends.len().checked_sub(1) {
             Some(last) if self.icps.get(last as u32) == row.icp => last as u32,

@@ -396,6 +396,11 @@ fn insert_batches(
                 Err(PushError::TooLarge) => {
                     return Err(TableError::Format("table exceeds 4 GiB of names".into()))
                 }
+                Err(PushError::Full) => {
+                    return Err(TableError::Format(
+                        "internal error: lookup table full (please report)".into(),
+                    ))
+                }
                 Err(PushError::NameTooLong) | Err(PushError::TooManyIps) => note(
                     RowError {
                         line: row.line,

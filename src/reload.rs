@@ -347,10 +347,12 @@ pub fn publish_metrics(s: &Snapshot) {
 /// Keep a snapshot's memory for the next build (replacing older spare
 /// memory, which is freed).
 fn keep_spare(slot: &Mutex<Option<Spare>>, snap: Snapshot) {
-    let spare = snap.into_spare();
-    if let Ok(mut s) = slot.lock() {
-        *s = Some(spare);
-    }
+    let older = match slot.lock() {
+        Ok(mut s) => s.replace(snap.into_spare()),
+        Err(_) => None,
+    };
+    // Freed (if any) outside the lock.
+    drop(older);
 }
 
 /// Retire a replaced snapshot off the data path: wait (bounded) until the

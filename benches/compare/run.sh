@@ -27,8 +27,10 @@
 #   * the proxies under test all on CPU 0 (taskset -c 0), all running, each on
 #     its own ports (icpgate :18080/:18443, nginx :18081/:18444, HAProxy
 #     map_str :18082/:18445, map_dom :18083/:18446), measured round-robin:
-#     run r of a scenario for every proxy, then run r+1; wrk (1 thread,
-#     50 connections) and curl on CPU 1:
+#     run r of a scenario for every proxy, then run r+1, each run starting
+#     only once CPU 0 is idle (HAProxy map_dom works on abandoned requests
+#     for seconds after its wrk stops); wrk (1 thread, 50 connections) and
+#     curl on CPU 1:
 #       icpgate         table.csv (file watcher + POST /v1/reload)
 #       nginx           http: map $host (hostnames, ".apex 1;" = apex + all
 #                       subdomains) -> return 403 | proxy_pass (keepalive);
@@ -200,6 +202,31 @@ cpu_ticks() { # utime+stime of the proxy's processes (comm may hold spaces: cut 
         t=$((t + ${v:-0}))
     done
     echo "$t"
+}
+all_ticks() { # cpu_ticks summed over every proxy that is running
+    local px t=0 save=$PX_PID
+    for px in "${!PIDS[@]}"; do
+        PX_PID=${PIDS[$px]}
+        t=$((t + $(cpu_ticks)))
+    done
+    PX_PID=$save
+    echo "$t"
+}
+quiesce() { # wait until no proxy uses CPU 0 (HAProxy map_dom keeps working on
+    # a run's abandoned requests for seconds after wrk stops; the next proxy's
+    # run must not share the core with that): idle = under 2 ticks in 0.5 s
+    local a b i
+    a=$(all_ticks)
+    for i in $(seq 1 120); do
+        sleep 0.5
+        b=$(all_ticks)
+        if [ $((b - a)) -lt 2 ]; then
+            [ "$i" -gt 1 ] && log "waited $((i / 2)) s for CPU 0 to go idle"
+            return 0
+        fi
+        a=$b
+    done
+    log "CPU 0 still busy after 60 s; measuring anyway"
 }
 mem_kib() { # "RSS PSS" in KiB summed over the proxy's processes, plus the process count
     local p r=0 s=0 n=0 a b
@@ -567,6 +594,7 @@ parse_tcpload() { # file -> the same fields as parse_wrk (bulk: MB/s, -, -, MB, 
               else print "0 - - 0 0 1" }' "$1"
 }
 warm() { # proxy scenario: 1 s of the load, not counted
+    quiesce
     use_proxy "$1"
     # shellcheck disable=SC2046
     case $2 in
@@ -588,6 +616,8 @@ measure() { # proxy scenario run: one counted run, appended to res.<proxy>.<scen
         fi
     fi
     [ "$r" = 1 ] && : >"$WORK/res.$px.$sc"
+    quiesce
+    use_proxy "$px"
     px_alive
     out=$WORK/wrk.$px.$sc.$r.txt
     c0=$(cpu_ticks)
@@ -610,6 +640,8 @@ measure() { # proxy scenario run: one counted run, appended to res.<proxy>.<scen
 # table change: make a blocked name allowed during load; seconds until it is served
 change_test() { # proxy variant
     local px=$1 v=$2 name t0 t1 code out ok=0 deadline n=0
+    quiesce
+    use_proxy "$px"
     name=$(NEWNAME "$v")
     code=$(http_code "www.$name")
     [ "$code" = 403 ] || log "$px/$v: $name before the change: $code (expected 403)"
@@ -820,7 +852,8 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo "($NH_OK allowed, $NH_WWW with \`www.\`), taken in shuffled order, one per request (wrk Lua)."
     echo "Each cell: median of $RUNS run(s) of ${DUR} s, after a 1 s warm-up; wrk 1 thread, $CONNS connections."
     echo "The proxies all run on CPU 0 (each on its own ports; only the one under load is busy), measured round-robin (run r"
-    echo "of a scenario for each proxy, then run r+1), so this shared VM's slow minutes hit all of them alike; wrk, tcpload,"
+    echo "of a scenario for each proxy, then run r+1; each run starts once CPU 0 is idle, as HAProxy map_dom goes on working for"
+    echo "seconds on the requests its wrk abandoned), so this shared VM's slow minutes hit all of them alike; wrk, tcpload,"
     echo "curl and the upstreams (nginx 200 \"ok\" for HTTP, \`tcpload serve\` for the TLS rows) on CPU 1."
     if [ "$RUNS" -lt 5 ]; then echo "**$RUNS run(s) per cell, fewer than the ≥ 5 the issue asks for.**"; fi
     echo

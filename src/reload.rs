@@ -243,11 +243,14 @@ impl Reloader {
 
     /// With `reuse_memory`: prepare spare memory shaped like the running
     /// table's in the background (lowest priority), so the first reload
-    /// is as fast as later ones.
+    /// is as fast as later ones. Holds the reload lock: a reload that comes
+    /// meanwhile waits and then builds in this memory, instead of building
+    /// a third table's worth beside it.
     pub async fn prepare_spare(&self) {
         if !self.cfg.reuse_memory {
             return;
         }
+        let _serial = self.serial.lock().await;
         let cur = self.holder.load_full();
         if let Ok(spare) = background(move || Spare::prefaulted_like(&cur)).await {
             if let Ok(mut s) = self.spare.lock() {

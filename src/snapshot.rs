@@ -182,8 +182,9 @@ enum Probe {
 }
 
 impl Flat {
-    /// Empty slots for `rows` rows at load ≤ 3/4; in `spare` when it is the right size (the
-    /// capacity for `rows` or twice it), emptied in place.
+    /// Empty slots for `rows` rows at load ≤ 3/4: `spare` emptied in place
+    /// when it is the right size (the capacity for `rows` or twice it),
+    /// else fresh memory.
     fn reusing(rows: usize, mut spare: Vec<Slot>) -> Flat {
         let cap = (rows.saturating_mul(4) / 3 + 1).next_power_of_two().max(16);
         let slots = if spare.len() == cap || spare.len() == cap.saturating_mul(2) {
@@ -461,7 +462,6 @@ impl Snapshot {
         self.row(apex_slot)
     }
 
-    /// Approximate heap bytes held by this snapshot.
     /// Take the snapshot apart for its memory (see [`Spare`]).
     pub fn into_spare(self) -> Spare {
         Spare {
@@ -472,8 +472,8 @@ impl Snapshot {
         }
     }
 
-    /// Arenas count their used bytes (their unused tail is never written,
-    /// so never resident).
+    /// Approximate heap bytes held by this snapshot. Arenas count their
+    /// used bytes (their unused tail is never written, so never resident).
     pub fn heap_bytes(&self) -> usize {
         self.names.len()
             + self.table.slots.capacity() * std::mem::size_of::<Slot>()
@@ -568,21 +568,17 @@ impl Builder {
     }
 
     pub fn with_capacity(rows: usize) -> Self {
-        Self::with_hints(rows, rows * 20, 0)
+        Self::reusing(rows, rows * 20, 0, Spare::default())
     }
 
     /// Pre-sized for about `rows` rows, `name_bytes` of names and
     /// `icp_bytes` of filing numbers, so a table of the expected size is
     /// built without a growth step (each would copy into freshly faulted
-    /// pages). Over-estimates cost address space only: pages never written
-    /// are never resident.
-    pub fn with_hints(rows: usize, name_bytes: usize, icp_bytes: usize) -> Self {
-        Self::reusing(rows, name_bytes, icp_bytes, Spare::default())
-    }
-
-    /// Like [`Builder::with_hints`], in the memory of a retired snapshot
-    /// where it is big enough (the hints are generous over-estimates, so a
-    /// buffer of at least half the hint is taken; the arenas grow if not).
+    /// pages); over-estimates cost address space only, as pages never
+    /// written are never resident. Built in the memory of a retired
+    /// snapshot (`spare`) where it is big enough: the hints are generous,
+    /// so a buffer of at least half the hint is taken (the arenas grow if
+    /// not); an empty `Spare` means fresh memory.
     pub fn reusing(rows: usize, name_bytes: usize, icp_bytes: usize, spare: Spare) -> Self {
         fn arena(mut v: Vec<u8>, hint: usize) -> Vec<u8> {
             if v.capacity() >= hint / 2 && v.capacity() > 0 {

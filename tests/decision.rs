@@ -467,15 +467,11 @@ fn many_batches_count_each_error_once() {
             _ => csv.push_str(&format!("n{i}.cn,京ICP备{i}号-1,filed,active,,\n")),
         }
     }
-    let l = table::load_bytes(
-        csv.as_bytes(),
-        "t",
-        &LoadOptions {
-            max_invalid_rows: 4,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
+    let allowing = |n| LoadOptions {
+        max_invalid_rows: n,
+        ..LoadOptions::default()
+    };
+    let l = table::load_bytes(csv.as_bytes(), "t", &allowing(4)).unwrap();
     assert_eq!(l.invalid, 4);
     assert_eq!(l.snapshot.len(), 50_000 - 4);
     let lines: Vec<u64> = l.errors.iter().map(|e| e.line).collect();
@@ -496,14 +492,7 @@ fn many_batches_count_each_error_once() {
     assert_eq!((w.domain(), w.filing()), ("www.n0.cn", Filing::Revoked));
     assert_eq!(l.snapshot.lookup("x.n0.cn").unwrap().domain(), "n0.cn");
     // one more invalid row than the allowance rejects the table
-    let r = table::load_bytes(
-        csv.as_bytes(),
-        "t",
-        &LoadOptions {
-            max_invalid_rows: 3,
-            ..LoadOptions::default()
-        },
-    );
+    let r = table::load_bytes(csv.as_bytes(), "t", &allowing(3));
     assert!(
         matches!(r, Err(TableError::Rejected { invalid: 4, .. })),
         "{r:?}"

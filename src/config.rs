@@ -29,6 +29,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -233,6 +235,25 @@ impl Default for BlockConfig {
             reasons: None,
             provider_name: default_provider(),
             links: Vec::new(),
+        }
+    }
+}
+
+/// Threads that serve connections.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads, each with its own event loop and its own socket of
+    /// every listener (SO_REUSEPORT). 0: one per CPU this process may use.
+    pub workers: usize,
+}
+
+impl RuntimeConfig {
+    /// The number of workers to start (at least 1).
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 }

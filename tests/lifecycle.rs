@@ -132,3 +132,52 @@ fn logs_to_a_file_have_no_colour_codes() {
     assert!(err.contains("no usable filing table"), "{err}");
     assert!(!err.contains('\u{1b}'), "ANSI escape in piped log: {err:?}");
 }
+
+#[test]
+fn a_second_instance_cannot_take_a_share_of_the_port() {
+    // Workers share a listener's port through SO_REUSEPORT; a second
+    // icpgate (same user, same sockets options) must still fail to start
+    // rather than silently receive part of the connections.
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let first = Proxy::start(
+        up.local_addr().unwrap(),
+        "\"127.0.0.0/8\"",
+        "[runtime]\nworkers = 2\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t.csv");
+    std::fs::write(&table, TABLE).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[listener]]\naddr = \"{}\"\nupstream = \"{}\"\n[table]\npath = \"{}\"\n[admin]\naddr = \"127.0.0.1:{}\"\n[runtime]\nworkers = 2\n",
+            first.addr,
+            up.local_addr().unwrap(),
+            table.display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = second.kill();
+            panic!("the second instance started serving on the first one's port");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    second.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("cannot listen on"), "{err}");
+}

@@ -174,7 +174,8 @@ fn read_until(s: &mut TcpStream, end: &str) -> String {
 #[test]
 fn request_bytes_arrive_as_sent_and_upstream_connections_are_reused() {
     let up = upstream(script);
-    let p = proxy_to(&up);
+    // One worker: each worker keeps its own idle upstream connections.
+    let p = Proxy::start(up.addr, "\"127.0.0.0/8\"", "[runtime]\nworkers = 1\n");
     // Without hop-by-hop headers the head goes out byte for byte.
     let raw = "GET /v?q=1 HTTP/1.1\r\nHost: www.example.com.cn\r\nX-Odd:   spaced value  \r\nx-lower: a\r\n\r\n";
     let mut s = connect(&p);
@@ -200,6 +201,32 @@ fn request_bytes_arrive_as_sent_and_upstream_connections_are_reused() {
         "GET /c0 HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n"
     );
     assert_eq!(up.conns.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn workers_share_the_listener_and_keep_their_own_upstream_connections() {
+    let up = upstream(script);
+    let p = Proxy::start(up.addr, "\"127.0.0.0/8\"", "[runtime]\nworkers = 2\n");
+    // New connections are spread over both workers' sockets by the kernel
+    // (by address hash: 40 all on one socket has odds of 2^-39); each
+    // worker opens one upstream connection and reuses it.
+    for i in 0..40 {
+        let (st, r) = http_raw(
+            p.addr,
+            &format!("GET /w{i} HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(st, 200, "{r}");
+        assert!(r.contains(&format!("path=/w{i}")), "{r}");
+    }
+    assert_eq!(up.conns.load(Ordering::SeqCst), 2);
+    // A blocked host is decided on either worker alike.
+    for _ in 0..10 {
+        let (st, _) = http_raw(
+            p.addr,
+            "GET / HTTP/1.1\r\nHost: unfiled.example\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(st, 403);
+    }
 }
 
 #[test]

@@ -26,7 +26,7 @@ use super::upstream::Tracked;
 use super::{record, registrable_of, ConnInfo, OwnedBlock, Shared};
 use crate::decision::{Action, Decision, Reason};
 use crate::metrics::{Proto, Sniffed};
-use crate::sniff::http::{request_host, MAX_HEADERS};
+use crate::sniff::http::{header_slots, request_host};
 
 use super::http::REASON_HEADER;
 
@@ -724,9 +724,9 @@ where
 
 /// A complete request head at the start of `buf`, planned.
 fn parse_and_plan(shared: &Shared, info: &ConnInfo, buf: &[u8], obuf: &mut Vec<u8>) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    let mut slots = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(end)) => {
             Parsed::Plan(plan(shared, info, buf, &req, end, obuf))
         }
@@ -754,9 +754,11 @@ enum RespParse {
 }
 
 fn parse_response(ubuf: &[u8], f: Fwd, obuf: &mut Vec<u8>) -> RespParse {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(ubuf) {
+    let mut slots = header_slots();
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp, ubuf, &mut slots,
+    ) {
         Ok(httparse::Status::Complete(end)) => {
             let status = resp.code.unwrap_or(0);
             if (100..200).contains(&status) && status != 101 {
@@ -1025,6 +1027,7 @@ fn plan(
     }
     // Rewrite: request line (origin-form), kept header lines as they came.
     let head = &buf[start..end];
+    obuf.reserve(head.len() + 64);
     if abs_form {
         let after = target.find("://").map_or(target, |i| &target[i + 3..]);
         let path = after.find(['/', '?']).map_or("", |i| &after[i..]);
@@ -1143,6 +1146,8 @@ fn plan_response(
         return Some(r);
     }
     obuf.clear();
+    // The head, what we add, and the body bytes read with it: one allocation.
+    obuf.reserve(ubuf.len() - start + 32);
     let head = &ubuf[start..end];
     obuf.extend_from_slice(first_line(head));
     for (line, h) in header_lines(head, resp.headers) {

@@ -4,6 +4,7 @@
 pub mod chunked;
 pub mod h1;
 pub mod http;
+pub mod listen;
 pub mod origdst;
 pub mod pipe;
 pub mod prefixed;

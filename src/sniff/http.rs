@@ -10,6 +10,17 @@ use crate::hostname::{self, Host};
 /// Headers examined per request head.
 pub const MAX_HEADERS: usize = 128;
 
+/// Header slots for httparse, left uninitialized: httparse writes the ones
+/// it fills. (An `[EMPTY_HEADER; 128]` is 4 KiB of stores per parse; with a
+/// request and a response head per exchange it was the largest single cost
+/// of a `Connection: close` request in callgrind — BENCHMARKS.md §7.)
+pub type HeaderSlots<'b> = [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Fresh [`HeaderSlots`] (no stores).
+pub fn header_slots<'b>() -> HeaderSlots<'b> {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 /// Outcome of [`looks_like_http`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Looks {
@@ -153,9 +164,9 @@ pub enum Parse<'a> {
 
 /// Parse the request head at the start of `buf` (pure, incremental).
 pub fn parse(buf: &[u8]) -> Parse<'_> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    let mut slots = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Partial) => Parse::NeedMore,
         Err(httparse::Error::TooManyHeaders) => Parse::Invalid("too many headers"),
         Err(_) => Parse::Invalid("malformed request head"),

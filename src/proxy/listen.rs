@@ -1,0 +1,143 @@
+//! Listening sockets: bind with the options every listener needs (one
+//! socket per worker, SO_REUSEPORT), and accept connections whose first
+//! read waits for the reactor.
+//!
+//! Why not `tokio::net::TcpListener::accept`: tokio marks an accepted
+//! socket readable before the kernel says so, so the first read is tried
+//! at once. Under load the client's request has usually not arrived yet
+//! when its connection is accepted (the handshake completes one packet
+//! earlier), and that read is an `EAGAIN` — one wasted `recvfrom` per
+//! connection (measured: 2.95 `recvfrom` per `Connection: close` request,
+//! against 2 here and in nginx; BENCHMARKS.md §7). Accepted here, a socket
+//! starts with no readiness and its first read happens on the reactor's
+//! event, as in nginx.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use crate::config::{ListenerConfig, Transparent};
+
+/// A bound, listening socket registered with the reactor.
+#[derive(Debug)]
+pub struct Listener {
+    io: AsyncFd<Socket>,
+}
+
+impl Listener {
+    /// Register a socket from [`bind`] with the current runtime (the
+    /// worker's own: the socket is then served by that worker only).
+    pub fn register(sock: Socket) -> io::Result<Listener> {
+        // SAFETY: the `Socket` owns its descriptor for as long as the
+        // `AsyncFd` holds it, and always reports that same descriptor.
+        let io = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }?;
+        Ok(Listener { io })
+    }
+
+    /// The next connection: non-blocking, close-on-exec, registered, with
+    /// no readiness assumed.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            let mut ready = self.io.readable().await?;
+            let accepted = ready.try_io(|s| {
+                s.get_ref()
+                    .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            });
+            let (sock, addr) = match accepted {
+                Ok(r) => r?,
+                Err(_would_block) => continue,
+            };
+            let peer = addr
+                .as_socket()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP peer"))?;
+            let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
+            return Ok((stream, peer));
+        }
+    }
+}
+
+/// Bind `count` listening sockets for one listener, one per worker. With
+/// more than one, each has SO_REUSEPORT and the kernel spreads new
+/// connections across them. A plain bind first checks that nothing listens
+/// there yet: otherwise a second icpgate started by mistake would silently
+/// take a share of the connections instead of failing to start.
+pub fn bind(cfg: &ListenerConfig, count: usize) -> io::Result<Vec<Socket>> {
+    let count = count.max(1);
+    let mut addr = cfg.addr;
+    if count > 1 && addr.port() != 0 {
+        drop(socket(cfg, addr, false, false)?);
+    }
+    let mut socks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let s = socket(cfg, addr, count > 1, true)?;
+        if addr.port() == 0 {
+            // The kernel chose a port: the other workers join that one.
+            if let Some(a) = s.local_addr()?.as_socket() {
+                addr = a;
+            }
+        }
+        socks.push(s);
+    }
+    Ok(socks)
+}
+
+/// One bound (and, with `listen`, listening) socket. v6 sockets are v6-only
+/// so `0.0.0.0:P` and `[::]:P` can both be listed; TPROXY listeners get
+/// IP_TRANSPARENT.
+fn socket(
+    cfg: &ListenerConfig,
+    addr: SocketAddr,
+    reuse_port: bool,
+    listen: bool,
+) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    if cfg.upstream.is_none() && cfg.transparent == Transparent::Tproxy {
+        if addr.is_ipv6() {
+            set_ipv6_transparent(&sock)?;
+        } else {
+            sock.set_ip_transparent(true)?;
+        }
+    }
+    sock.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY on Linux: one setsockopt here
+    // instead of one per connection.
+    sock.set_nodelay(true)?;
+    sock.bind(&addr.into())?;
+    if listen {
+        sock.listen(4096)?;
+    }
+    Ok(sock)
+}
+
+fn set_ipv6_transparent(sock: &socket2::Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const IPV6_TRANSPARENT: libc::c_int = 75;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int we own for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_IPV6,
+            IPV6_TRANSPARENT,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+

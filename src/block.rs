@@ -7,7 +7,6 @@
 //! except the advice fragments and the provider links.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
@@ -115,12 +114,14 @@ pub struct BlockPage {
 /// HTML-escape `s` onto `out` (text without markup characters is copied
 /// in one go).
 pub fn escape(s: &str, out: &mut Vec<u8>) {
-    let special = |b: &u8| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'');
-    if !s.as_bytes().iter().any(special) {
+    let special = |b: u8| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'');
+    // A non-short-circuiting scan: it vectorizes, and almost every value
+    // (host names, times) has nothing to escape.
+    if !s.bytes().fold(false, |any, b| any | special(b)) {
         out.extend_from_slice(s.as_bytes());
         return;
     }
-    for &b in s.as_bytes() {
+    for b in s.bytes() {
         match b {
             b'&' => out.extend_from_slice(b"&amp;"),
             b'<' => out.extend_from_slice(b"&lt;"),
@@ -256,9 +257,7 @@ impl BlockPage {
             match seg {
                 Seg::Lit(s) => out.extend_from_slice(s.as_bytes()),
                 Seg::Var(v) => match v {
-                    Var::Status => {
-                        let _ = write!(out, "{}", self.status);
-                    }
+                    Var::Status => push_decimal(out, u64::from(self.status)),
                     Var::Host => escape(input.host, out),
                     Var::Registrable => escape(input.registrable, out),
                     Var::Reason => out.extend_from_slice(input.reason.as_str().as_bytes()),
@@ -282,8 +281,20 @@ impl BlockPage {
     }
 }
 
-/// Unique-per-process request IDs: a random-ish start mixed with a counter.
-pub fn request_id() -> String {
+/// A request ID: 16 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 16]);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Hex digits only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+/// Unique-per-process request IDs: a random-ish start mixed with a counter
+/// (no allocation, no formatting machinery: one per block page).
+pub fn request_id() -> RequestId {
     static SEED: AtomicU64 = AtomicU64::new(0);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut seed = SEED.load(Ordering::Relaxed);
@@ -298,7 +309,28 @@ pub fn request_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut x = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     x = (x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    format!("{:016x}", x ^ (x >> 29))
+    x ^= x >> 29;
+    let mut id = [0u8; 16];
+    for (i, d) in id.iter_mut().enumerate() {
+        *d = b"0123456789abcdef"[((x >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    RequestId(id)
+}
+
+/// Append `n` in decimal (what `write!(out, "{n}")` does, without the
+/// formatting machinery).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// A fatal TLS alert record (TLS 1.0 record version, as in a first flight):
@@ -308,6 +340,36 @@ pub const TLS_ALERT_UNRECOGNIZED_NAME: [u8; 7] = [21, 3, 1, 0, 2, 2, 112];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_16_hex_digits_and_distinct() {
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| request_id().as_str().to_owned()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        }
+    }
+
+    #[test]
+    fn decimal_as_format_writes_it() {
+        for n in [0u64, 7, 10, 403, 6612, 99_999, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
+
+    #[test]
+    fn escape_only_touches_the_five_specials() {
+        let mut out = Vec::new();
+        escape("a<b>&\"c'd é", &mut out);
+        assert_eq!(out, "a&lt;b&gt;&amp;&quot;c&#39;d é".as_bytes());
+        out.clear();
+        escape("www.example.com.cn", &mut out);
+        assert_eq!(out, b"www.example.com.cn");
+    }
 
     #[test]
     fn default_page_renders_every_reason() {

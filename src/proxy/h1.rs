@@ -1173,20 +1173,30 @@ fn block_answer(
     block: &OwnedBlock,
     out: &mut Vec<u8>,
 ) {
-    use std::io::Write as _;
-    // Body first (its length goes in the head), then the head in front.
-    out.clear();
-    let a = super::http::render_block(shared, host, registrable, block, out);
-    let mut head = Vec::with_capacity(320);
-    let _ = write!(
-        head,
-        "HTTP/1.1 {} {}\r\n",
-        a.status.as_u16(),
-        a.status.canonical_reason().unwrap_or("")
-    );
-    for (name, value) in a.headers() {
-        let _ = write!(head, "{name}: {value}\r\n");
+    thread_local! {
+        /// The page body is rendered here first (its length goes in the
+        /// head); kept per thread so it is allocated once.
+        static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let _ = write!(head, "content-length: {}\r\n\r\n", out.len());
-    out.splice(0..0, head);
+    out.clear();
+    BODY.with_borrow_mut(|body| {
+        body.clear();
+        let a = super::http::render_block(shared, host, registrable, block, body);
+        out.reserve(body.len() + 320);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        crate::block::push_decimal(out, u64::from(a.status.as_u16()));
+        out.push(b' ');
+        out.extend_from_slice(a.status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in a.headers() {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"content-length: ");
+        crate::block::push_decimal(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+    });
 }

@@ -30,7 +30,7 @@ fn full(b: impl Into<Bytes>) -> Body {
 pub struct BlockAnswer {
     pub status: StatusCode,
     pub reason: Reason,
-    pub request_id: String,
+    pub request_id: block::RequestId,
 }
 
 impl BlockAnswer {
@@ -41,9 +41,35 @@ impl BlockAnswer {
             ("cache-control", "no-store"),
             ("connection", "close"),
             (REASON_HEADER, self.reason.as_str()),
-            ("x-icpgate-request-id", &self.request_id),
+            ("x-icpgate-request-id", self.request_id.as_str()),
         ]
     }
+}
+
+/// An RFC 3339 time, formatted again only when its second changes.
+struct Stamp {
+    secs: i64,
+    text: String,
+}
+
+impl Stamp {
+    fn get(&mut self, secs: i64) -> &str {
+        if self.secs != secs || self.text.is_empty() {
+            self.secs = secs;
+            self.text = rfc3339(secs);
+        }
+        &self.text
+    }
+}
+
+thread_local! {
+    /// Per thread: the page's "now" and "table loaded at" texts.
+    static STAMPS: std::cell::RefCell<[Stamp; 2]> = const {
+        std::cell::RefCell::new([
+            Stamp { secs: 0, text: String::new() },
+            Stamp { secs: 0, text: String::new() },
+        ])
+    };
 }
 
 /// Render the block page (SPEC §6) onto `body`.
@@ -55,25 +81,33 @@ pub fn render_block(
     body: &mut Vec<u8>,
 ) -> BlockAnswer {
     let request_id = block::request_id();
-    let table_time = shared
+    let loaded = shared
         .table
         .load()
         .meta
         .loaded_at
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or_else(|_| "—".to_owned(), |d| rfc3339(d.as_secs() as i64));
-    shared.page.render_into(
-        &PageInput {
-            host,
-            registrable,
-            reason: block.reason,
-            icp: block.icp.as_deref(),
-            request_id: &request_id,
-            time: &rfc3339(crate::decision::now_unix()),
-            table_time: &table_time,
-        },
-        body,
-    );
+        .ok()
+        .map(|d| d.as_secs() as i64);
+    STAMPS.with_borrow_mut(|[now, table]| {
+        let time = now.get(crate::decision::now_unix());
+        let table_time = match loaded {
+            Some(secs) => table.get(secs),
+            None => "—",
+        };
+        shared.page.render_into(
+            &PageInput {
+                host,
+                registrable,
+                reason: block.reason,
+                icp: block.icp.as_deref(),
+                request_id: request_id.as_str(),
+                time,
+                table_time,
+            },
+            body,
+        );
+    });
     BlockAnswer {
         status: StatusCode::from_u16(shared.page.status()).unwrap_or(StatusCode::FORBIDDEN),
         reason: block.reason,

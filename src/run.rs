@@ -151,6 +151,10 @@ async fn serve(cfg: Config) -> i32 {
     // Bind everything before serving anything: one socket of every
     // listener per worker.
     let workers = cfg.runtime.workers();
+    proxy::upstream::set_tracking(
+        cfg.listeners.iter().any(|l| l.upstream.is_none()),
+        cfg.listeners.iter().map(|l| l.addr.port()).collect(),
+    );
     let mut bound = Vec::new();
     for l in &cfg.listeners {
         match listen::bind(l, workers) {

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use dashmap::DashSet;
@@ -23,10 +24,49 @@ fn own() -> &'static OwnSet {
     OWN.get_or_init(|| DashSet::with_hasher(foldhash::fast::RandomState::default()))
 }
 
+/// Entries in the own-connections set (read on every accept: when nothing
+/// is tracked, the set is not consulted).
+static TRACKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Which upstream connections could come back to a listener: set once at
+/// start from the listeners (until then, and for library users, all).
+static TRACK: OnceLock<Track> = OnceLock::new();
+
+#[derive(Debug)]
+enum Track {
+    /// A transparent listener exists: an interception rule without the
+    /// fwmark bypass can bring any of our connections back.
+    All,
+    /// Only fixed upstreams: a connection can come back only to a port we
+    /// listen on (an upstream pointing at a listener, directly or through
+    /// a redirect of that port).
+    Ports(Vec<u16>),
+}
+
+/// Decide, from the listeners, which upstream connections are tracked for
+/// the loop guard. Tracking costs a `getsockname` and a shared-set insert
+/// and removal per upstream connection, so connections that cannot loop
+/// are not tracked.
+pub fn set_tracking(any_transparent: bool, listener_ports: Vec<u16>) {
+    let t = if any_transparent {
+        Track::All
+    } else {
+        Track::Ports(listener_ports)
+    };
+    let _ = TRACK.set(t);
+}
+
+fn tracked(port: u16) -> bool {
+    match TRACK.get() {
+        None | Some(Track::All) => true,
+        Some(Track::Ports(p)) => p.contains(&port),
+    }
+}
+
 /// Is a connection from `peer`, made to `target` (its original
 /// destination), one of our own upstream connections?
 pub fn is_own(peer: SocketAddr, target: SocketAddr) -> bool {
-    own().contains(&(peer, target))
+    TRACKED.load(Ordering::Relaxed) != 0 && own().contains(&(peer, target))
 }
 
 /// An upstream connection, registered in the own-connections set while open.
@@ -38,8 +78,15 @@ pub struct Tracked {
 impl Tracked {
     /// `peer`: the address we connected to (no getpeername needed).
     fn new(inner: TcpStream, peer: SocketAddr) -> Self {
-        let ends = inner.local_addr().ok().map(|l| (l, peer));
+        let ends = if tracked(peer.port()) {
+            inner.local_addr().ok().map(|l| (l, peer))
+        } else {
+            None
+        };
         if let Some(e) = ends {
+            // Counted before it is visible, so `is_own` never skips a
+            // present entry.
+            TRACKED.fetch_add(1, Ordering::Relaxed);
             own().insert(e);
         }
         Tracked { inner, ends }
@@ -57,6 +104,7 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         if let Some(e) = self.ends {
             own().remove(&e);
+            TRACKED.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

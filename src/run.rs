@@ -309,10 +309,28 @@ async fn accept_loop(
     let rejected = m.connections_rejected.with_label_values(&[&lctx.label]);
     // Export the series at 0 from the start (alerts use rate()).
     m.upstream_errors.with_label_values(&[&lctx.label]);
+    // One shutdown waiter for the listener's life (created per accept, it
+    // took the watch channel's locks twice per connection).
+    let stop = shutdown.wait_for(|s| *s);
+    tokio::pin!(stop);
+    let mut turn: u32 = 0;
     loop {
-        let accepted: std::io::Result<(TcpStream, SocketAddr)> = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.wait_for(|s| *s) => return,
+        // The accept first (the waiter is polled, and locks, only when no
+        // connection is queued); every 256th turn the waiter first, so a
+        // flood of connections cannot hide a shutdown.
+        turn = turn.wrapping_add(1);
+        let accepted: std::io::Result<(TcpStream, SocketAddr)> = if turn % 256 == 0 {
+            tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                r = listener.accept() => r,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                r = listener.accept() => r,
+                _ = &mut stop => return,
+            }
         };
         match accepted {
             Ok((stream, peer)) => {

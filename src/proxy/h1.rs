@@ -270,6 +270,9 @@ impl Conn<'_> {
                 let idle = now + self.idle();
                 let read = tokio::time::timeout_at(idle, self.client.read_buf(&mut self.cbuf));
                 tokio::select! {
+                    // The read first: a request already here (pipelined, or
+                    // a quick client) costs no shutdown waiter.
+                    biased;
                     r = read => match r {
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return None,

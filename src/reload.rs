@@ -42,7 +42,23 @@ pub struct Reloader {
     spare: Arc<Mutex<Option<Spare>>>,
 }
 
-fn file_sig(path: &PathBuf) -> Option<(SystemTime, u64, u64)> {
+/// How long a file renamed into place must keep its signature before it is
+/// loaded (a second look, not a wait for a writer).
+const RENAME_SETTLE: Duration = Duration::from_millis(50);
+
+type FileSig = (SystemTime, u64, u64);
+
+/// When the watcher looks next: a change seen on a new inode (renamed into
+/// place) is confirmed after [`RENAME_SETTLE`], anything else after a whole
+/// interval.
+fn next_look(pending: Option<FileSig>, loaded: Option<FileSig>, every: Duration) -> Duration {
+    match pending {
+        Some(p) if Some(p.2) != loaded.map(|l| l.2) => every.min(RENAME_SETTLE),
+        _ => every,
+    }
+}
+
+fn file_sig(path: &PathBuf) -> Option<FileSig> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), m.ino()))
@@ -277,14 +293,19 @@ impl Reloader {
         (Some(now) != last).then_some(now)
     }
 
-    /// Watch the source: poll the file's signature (debounced: it must be
-    /// stable for one interval) or the URL on its interval.
+    /// Watch the source: poll the file's signature (debounced: a change is
+    /// loaded once two looks agree) or the URL on its interval.
     pub async fn watch(self: Arc<Self>) {
         if self.cfg.path.is_some() {
             let every = Duration::from_millis(self.cfg.watch_interval_ms.max(50));
             let mut pending: Option<(SystemTime, u64, u64)> = None;
             loop {
-                tokio::time::sleep(every).await;
+                // A new inode is a file renamed into place, complete by the
+                // time it appears: confirmed after a short settle. The same
+                // inode changed is a write in place, which may still be
+                // going on: it must be stable for a whole interval.
+                let loaded = self.state.lock().ok().and_then(|st| st.file_sig);
+                tokio::time::sleep(next_look(pending, loaded, every)).await;
                 match (self.file_changed(), pending) {
                     (Some(sig), Some(p)) if sig == p => {
                         pending = None;
@@ -374,4 +395,27 @@ fn retire(old: Arc<Snapshot>, spare: Option<Arc<Mutex<Option<Spare>>>>) {
             keep_spare(&slot, snap);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renamed_file_is_confirmed_sooner_than_one_written_in_place() {
+        let every = Duration::from_millis(1000);
+        let t = SystemTime::UNIX_EPOCH;
+        let loaded = Some((t, 10, 7));
+        // Nothing pending: the regular poll.
+        assert_eq!(next_look(None, loaded, every), every);
+        // Changed in place (same inode): stable for a whole interval.
+        assert_eq!(next_look(Some((t, 20, 7)), loaded, every), every);
+        // A new inode (renamed into place): a short second look.
+        assert_eq!(next_look(Some((t, 20, 8)), loaded, every), RENAME_SETTLE);
+        // Nothing loaded from a file yet: treated as new.
+        assert_eq!(next_look(Some((t, 20, 8)), None, every), RENAME_SETTLE);
+        // An interval shorter than the settle time is kept.
+        let fast = Duration::from_millis(20);
+        assert_eq!(next_look(Some((t, 20, 8)), loaded, fast), fast);
+    }
 }

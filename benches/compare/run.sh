@@ -937,7 +937,7 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
         [ -f "$f" ] || continue
         b=${f#"$WORK"/change.}; p=${b%%.*}; v=${b#*.}
         case $v in
-        icpgate-watch) how="CSV replaced (rename), file watcher (watch_interval_ms 250, stable for one interval)" ;;
+        icpgate-watch) how="CSV replaced (rename), file watcher (watch_interval_ms 250, a renamed file is confirmed by a second look 50 ms later)" ;;
         icpgate-api) how="CSV replaced (rename) + POST /v1/reload (synchronous)" ;;
         nginx-hup) how="map include file replaced + SIGHUP (reload: new workers parse all 1M entries)" ;;
         haproxy-add) how="runtime API \`add map <file> <name> 1\` (one entry, in memory only)" ;;

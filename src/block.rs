@@ -343,12 +343,15 @@ mod tests {
 
     #[test]
     fn request_ids_are_16_hex_digits_and_distinct() {
-        let ids: std::collections::HashSet<String> =
-            (0..1000).map(|_| request_id().as_str().to_owned()).collect();
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| request_id().as_str().to_owned())
+            .collect();
         assert_eq!(ids.len(), 1000);
         for id in &ids {
             assert_eq!(id.len(), 16, "{id}");
-            assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         }
     }
 

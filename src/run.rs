@@ -227,7 +227,7 @@ async fn serve(cfg: Config) -> i32 {
 /// serving its own socket of every listener (the kernel spreads new
 /// connections across the sockets). A connection lives on one thread from
 /// accept to close: no task hand-over between threads, no work-stealing
-/// queues (measured: 3.6% less CPU per `Connection: close` request than one
+/// queues (measured: 3.4% less CPU per `Connection: close` request than one
 /// multi-threaded runtime, BENCHMARKS.md §7). Returns once every worker has
 /// registered its sockets.
 async fn start_workers(

@@ -178,6 +178,11 @@ fn a_second_instance_cannot_take_a_share_of_the_port() {
     };
     assert_eq!(status.code(), Some(1));
     let mut err = String::new();
-    second.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(err.contains("cannot listen on"), "{err}");
 }

@@ -759,9 +759,9 @@ enum RespParse {
 fn parse_response(ubuf: &[u8], f: Fwd, obuf: &mut Vec<u8>) -> RespParse {
     let mut slots = header_slots();
     let mut resp = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp, ubuf, &mut slots,
-    ) {
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, ubuf, &mut slots)
+    {
         Ok(httparse::Status::Complete(end)) => {
             let status = resp.code.unwrap_or(0);
             if (100..200).contains(&status) && status != 101 {

@@ -51,9 +51,9 @@ impl Listener {
                 Ok(r) => r?,
                 Err(_would_block) => continue,
             };
-            let peer = addr
-                .as_socket()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP peer"))?;
+            let peer = addr.as_socket().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP peer")
+            })?;
             let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
             return Ok((stream, peer));
         }
@@ -140,4 +140,3 @@ fn set_ipv6_transparent(sock: &socket2::Socket) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
-

@@ -239,6 +239,9 @@ impl Default for BlockConfig {
     }
 }
 
+/// Upper bound on `[runtime] workers` (each holds a socket per listener).
+pub const MAX_WORKERS: usize = 1024;
+
 /// Threads that serve connections.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -252,7 +255,7 @@ impl RuntimeConfig {
     /// The number of workers to start (at least 1).
     pub fn workers(&self) -> usize {
         match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
             n => n,
         }
     }
@@ -376,6 +379,11 @@ impl Config {
         }
         if self.block.cert.is_some() != self.block.key.is_some() {
             return Err("[block]: `cert` and `key` go together".into());
+        }
+        if self.runtime.workers > MAX_WORKERS {
+            return Err(format!(
+                "[runtime] workers: at most {MAX_WORKERS} (0 = one per CPU)"
+            ));
         }
         if self.limits.max_sniff_bytes < 512 {
             return Err("[limits] max_sniff_bytes: at least 512".into());

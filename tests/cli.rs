@@ -183,6 +183,14 @@ fn bad_config_names_the_key() {
     let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("tls"));
+    std::fs::write(
+        &p,
+        "[table]\npath = \"x.csv\"\n[runtime]\nworkers = 100000\n",
+    )
+    .unwrap();
+    let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("[runtime] workers"));
 }
 
 #[test]

@@ -229,7 +229,20 @@ pub async fn handle(
         return;
     }
 
-    // Nothing yet: wait briefly for the client to speak.
+    // Nothing yet: wait briefly for the client to speak. First one turn of
+    // the event loop without a timer: a client's first bytes usually follow
+    // its handshake within microseconds, and arming (then cancelling) the
+    // server-first timer for every connection costs more than the turn.
+    if buf.is_empty() {
+        tokio::task::yield_now().await;
+        buf.reserve(2048);
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
     if buf.is_empty() {
         let wait = tokio::time::Instant::now() + Duration::from_millis(limits.server_first_wait_ms);
         match timeout_at(wait, stream.read_buf(&mut buf)).await {

@@ -170,27 +170,18 @@ fn reference_and_demo_configs_parse() {
 fn bad_config_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    std::fs::write(
-        &p,
-        "[table]\npath = \"x.csv\"\n[policy]\nip_acess = \"allow\"\n",
-    )
-    .unwrap();
-    let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("ip_acess"), "{err}");
-    std::fs::write(&p, "[table]\npath = \"x.csv\"\n[block]\ntls = \"maybe\"\n").unwrap();
-    let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("tls"));
-    std::fs::write(
-        &p,
-        "[table]\npath = \"x.csv\"\n[runtime]\nworkers = 100000\n",
-    )
-    .unwrap();
-    let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("[runtime] workers"));
+    // (a config error, what the message must name)
+    for (section, key) in [
+        ("[policy]\nip_acess = \"allow\"\n", "ip_acess"),
+        ("[block]\ntls = \"maybe\"\n", "tls"),
+        ("[runtime]\nworkers = 100000\n", "[runtime] workers"),
+    ] {
+        std::fs::write(&p, format!("[table]\npath = \"x.csv\"\n{section}")).unwrap();
+        let o = icpgate(&["run", "--config", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{section}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(key), "{section}: {err}");
+    }
 }
 
 #[test]

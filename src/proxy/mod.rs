@@ -235,7 +235,6 @@ pub async fn handle(
     // server-first timer for every connection costs more than the turn.
     if buf.is_empty() {
         tokio::task::yield_now().await;
-        buf.reserve(2048);
         match stream.try_read_buf(&mut buf) {
             Ok(0) => return,
             Ok(_) => {}

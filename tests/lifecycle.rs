@@ -88,35 +88,54 @@ fn sigterm_drains_in_flight_requests() {
 #[test]
 fn forwarding_loop_is_refused_not_multiplied() {
     // A listener whose upstream is itself: every forwarded connection would
-    // come back. The loop guard recognises icpgate's own upstream sockets.
+    // come back. The loop guard recognises icpgate's own upstream sockets,
+    // also when another worker accepts the looping connection while the
+    // connecting one is still inside `connect` (loopback completes the
+    // handshake there): many loops at once on 4 workers, and each must be
+    // exactly one client connection plus one refused hop.
     let port = free_port();
     let admin_port = free_port();
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let _p = spawn_config(
-        &format!("[[listener]]\nname = \"loop\"\naddr = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{port}\"\n[regions]\nmainland = [\"127.0.0.0/8\"]\n[table]\npath = \"{{table}}\"\n[admin]\naddr = \"{admin}\"\n"),
+        &format!("[[listener]]\nname = \"loop\"\naddr = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{port}\"\n[regions]\nmainland = [\"127.0.0.0/8\"]\n[table]\npath = \"{{table}}\"\n[admin]\naddr = \"{admin}\"\n[runtime]\nworkers = 4\n"),
         admin,
     );
-    let (s, _) = http_raw(
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        "GET / HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(s, 502, "the looping request must fail, not hang");
+    const LOOPS: usize = 200;
+    let clients: Vec<_> = (0..LOOPS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                http_raw(
+                    format!("127.0.0.1:{port}").parse().unwrap(),
+                    "GET / HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n",
+                )
+                .0
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(
+            c.join().unwrap(),
+            502,
+            "a looping request must fail, not hang"
+        );
+    }
     std::thread::sleep(Duration::from_millis(300));
     let metrics = http_raw(
         admin,
         "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     )
     .1;
-    let total: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("icpgate_connections_total{listener=\"loop\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap();
-    assert!(total <= 3.0, "connections multiplied: {total}");
-    assert!(
-        metrics.contains("icpgate_connections_refused_total{cause=\"loop\",listener=\"loop\"} 1"),
-        "{metrics}"
-    );
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+    };
+    let hops = value("icpgate_connections_total{listener=\"loop\"}");
+    let refused = value("icpgate_connections_refused_total{cause=\"loop\",listener=\"loop\"}");
+    assert_eq!(refused, LOOPS as f64);
+    assert_eq!(hops, 2.0 * LOOPS as f64, "a loop was forwarded again");
 }
 
 #[test]

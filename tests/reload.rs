@@ -209,14 +209,12 @@ fn url_source_etag_304_and_5xx() {
     );
     let cfg_path = dir.path().join("c.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = spawn_icpgate(&cfg_path, &log, None);
     let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    assert!(wait_for(|| TcpStream::connect(admin).is_ok()));
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(&mut child, &[listener, admin], &log);
+    let _running = Spawned { child, dir }; // killed on drop, also when an assert fails
     let get = |path: &str| {
         http_raw(
             admin,
@@ -238,8 +236,6 @@ fn url_source_etag_304_and_5xx() {
     *o.body.lock().unwrap() = (200, table_with("url.cn,京ICP备1号-1,filed,active,,\n"));
     assert!(wait_for(|| json_body(&get("/v1/table"))["entries"] == 7));
     assert!(o.hits.load(Ordering::SeqCst) >= 4);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

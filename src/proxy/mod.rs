@@ -166,7 +166,7 @@ pub async fn handle(
     } else {
         upstream.addr
     };
-    let refused = if upstream::is_own(peer, arrived_for) {
+    let refused = if upstream::is_own(peer, arrived_for).await {
         Some("loop")
     } else if lctx.upstream.is_none()
         && not_intercepted(lctx.transparent, local, upstream.addr, lctx.addr)

@@ -18,12 +18,74 @@ xn--fsqu00a.xn--fiqs8s,粤ICP备12345678号-3,filed,active,,
 old-portal.com,京ICP备10001234号-1,revoked,cancelled,,
 ";
 
+/// A port for a listener the test's icpgate will bind. Taken below the
+/// kernel's ephemeral range: a port from `bind(0)` is free only until the
+/// next `connect()` of any parallel test picks it as a source port, and
+/// icpgate's bind then fails (seen once in CI). Ports are handed out from a
+/// per-process cursor (no two tests of one binary get the same port) and
+/// checked free before they are returned.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let eph_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = eph_low.saturating_sub(12_000).max(1024);
+    let span = eph_low.saturating_sub(low);
+    if span < 1000 {
+        return TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
+/// Start `icpgate run --config <cfg>` with its stderr kept in `log`.
+pub fn spawn_icpgate(cfg: &Path, log: &Path, rust_log: Option<&str>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_icpgate"));
+    cmd.args(["run", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    if let Some(level) = rust_log {
+        cmd.env("RUST_LOG", level);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Wait until every address accepts connections; if icpgate exits first or
+/// takes more than 20 s, fail with what it wrote to stderr.
+pub fn wait_listening(child: &mut Child, addrs: &[SocketAddr], log: &Path) {
+    let t = Instant::now();
+    loop {
+        if addrs.iter().all(|a| TcpStream::connect(a).is_ok()) {
+            return;
+        }
+        let why = match child.try_wait().unwrap() {
+            Some(status) => format!("icpgate exited ({status}) before listening"),
+            None if t.elapsed() > Duration::from_secs(20) => {
+                format!("icpgate did not listen on {addrs:?} within 20 s")
+            }
+            None => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        let _ = child.kill();
+        let err = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("{why}; its stderr:\n{err}");
+    }
 }
 
 pub struct Proxy {
@@ -98,37 +160,21 @@ addr = "127.0.0.1:{admin_port}"
             .replace("{admin_keys}", admin_keys);
         let cfg_path = dir.path().join("icpgate.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_icpgate"))
-            .args(["run", "--config"])
-            .arg(&cfg_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Proxy {
+        let log = dir.path().join("stderr.log");
+        let mut child = spawn_icpgate(&cfg_path, &log, Some("warn"));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        wait_listening(&mut child, &[addr, admin], &log);
+        Proxy {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            addr,
+            admin,
             dir,
-        };
-        p.wait_ready();
-        p
+        }
     }
 
     pub fn table_path(&self) -> PathBuf {
         self.dir.path().join("table.csv")
-    }
-
-    fn wait_ready(&self) {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            if TcpStream::connect(self.addr).is_ok() && TcpStream::connect(self.admin).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("icpgate did not start");
     }
 
     /// GET on the admin API; returns (status, body).
@@ -192,21 +238,9 @@ pub fn spawn_config(cfg: &str, ready: SocketAddr) -> Spawned {
     std::fs::write(&table, TABLE).unwrap();
     let path = dir.path().join("icpgate.toml");
     std::fs::write(&path, cfg.replace("{table}", &table.display().to_string())).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_icpgate"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while TcpStream::connect(ready).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "icpgate did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let log = dir.path().join("stderr.log");
+    let mut child = spawn_icpgate(&path, &log, None);
+    wait_listening(&mut child, &[ready], &log);
     Spawned { child, dir }
 }
 

@@ -182,31 +182,33 @@ fn canonical_name(input: &str) -> Result<Host<'_>, HostError> {
     if name.is_empty() {
         return Err(HostError::Empty);
     }
-    let ascii = if is_plain_ascii(name) {
+    let (ascii, last_numeric) = match scan_plain(name) {
         // Fast path: lowercase LDH(+_) without punycode labels is already
-        // what UTS #46 would return (tests check the two agree).
-        Cow::Borrowed(name)
-    } else {
-        let ascii = Uts46::new()
-            .to_ascii(
-                name.as_bytes(),
-                DENY,
-                Hyphens::Allow,
-                DnsLength::Ignore, // we check lengths ourselves to give a reason
-            )
-            .map_err(|_| HostError::Invalid)?;
-        // Mapping can turn a trailing ideographic full stop into a dot.
-        match ascii {
-            Cow::Borrowed(s) => Cow::Borrowed(strip_trailing_dot(s)),
-            Cow::Owned(s) => match s.strip_suffix('.') {
-                Some(t) => Cow::Owned(t.to_owned()),
-                None => Cow::Owned(s),
-            },
+        // what UTS #46 would return (tests check the two agree), and its
+        // shape was checked in the same pass.
+        Some(shape) => (Cow::Borrowed(name), shape?),
+        None => {
+            let ascii = Uts46::new()
+                .to_ascii(
+                    name.as_bytes(),
+                    DENY,
+                    Hyphens::Allow,
+                    DnsLength::Ignore, // we check lengths ourselves to give a reason
+                )
+                .map_err(|_| HostError::Invalid)?;
+            // Mapping can turn a trailing ideographic full stop into a dot.
+            let ascii = match ascii {
+                Cow::Borrowed(s) => Cow::Borrowed(strip_trailing_dot(s)),
+                Cow::Owned(s) => match s.strip_suffix('.') {
+                    Some(t) => Cow::Owned(t.to_owned()),
+                    None => Cow::Owned(s),
+                },
+            };
+            let last_numeric = check_shape(&ascii)?;
+            (ascii, last_numeric)
         }
     };
-    check_shape(&ascii)?;
-    let last = ascii.rsplit('.').next().unwrap_or("");
-    if last.bytes().all(|b| b.is_ascii_digit()) {
+    if last_numeric {
         if let Ok(v4) = ascii.parse::<Ipv4Addr>() {
             return Ok(Host::Ip(IpAddr::V4(v4)));
         }
@@ -215,22 +217,56 @@ fn canonical_name(input: &str) -> Result<Host<'_>, HostError> {
     Ok(Host::Name(ascii))
 }
 
-/// Lowercase ASCII letters, digits, `-`, `_`, `.`, and no label starting
-/// with the punycode prefix `xn--` (those need IDNA validation).
-fn is_plain_ascii(name: &str) -> bool {
+/// The fast path's one pass. `None` unless the name is plain: lowercase
+/// ASCII letters, digits, `-`, `_`, `.`, and no label starting with the
+/// punycode prefix `xn--` (those need IDNA validation). For a plain name,
+/// what [`check_shape`] would return for it, in one pass instead of three
+/// (this runs for every request and every TLS connection).
+fn scan_plain(name: &str) -> Option<Result<bool, HostError>> {
     let b = name.as_bytes();
     let mut label_start = 0;
+    let mut bad_label = None; // the first label that fails, as check_shape reports it
+    let mut numeric = true; // the current label is all digits so far
     for (i, &c) in b.iter().enumerate() {
         match c {
-            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
-            b'.' => label_start = i + 1,
-            _ => return false,
+            b'0'..=b'9' => {}
+            b'a'..=b'z' | b'-' | b'_' => numeric = false,
+            b'.' => {
+                if bad_label.is_none() {
+                    bad_label = label_error(i - label_start);
+                }
+                label_start = i + 1;
+                numeric = true;
+                continue;
+            }
+            _ => return None,
         }
         if i == label_start + 3 && &b[label_start..=i] == b"xn--" {
-            return false;
+            return None;
         }
     }
-    true
+    if bad_label.is_none() {
+        bad_label = label_error(b.len() - label_start);
+    }
+    Some(if b.is_empty() {
+        Err(HostError::Empty)
+    } else if b.len() > MAX_NAME_LEN {
+        Err(HostError::TooLong)
+    } else if let Some(e) = bad_label {
+        Err(e)
+    } else {
+        Ok(numeric)
+    })
+}
+
+fn label_error(len: usize) -> Option<HostError> {
+    if len == 0 {
+        Some(HostError::EmptyLabel)
+    } else if len > MAX_LABEL_LEN {
+        Some(HostError::LabelTooLong)
+    } else {
+        None
+    }
 }
 
 /// Canonicalize through UTS #46 only (no fast path); for tests.
@@ -246,7 +282,9 @@ fn strip_trailing_dot(s: &str) -> &str {
     s.strip_suffix('.').unwrap_or(s)
 }
 
-fn check_shape(name: &str) -> Result<(), HostError> {
+/// Lengths and labels of a name; `Ok(true)` when its last label is all
+/// digits (an IPv4 literal or a rejected numeric TLD).
+fn check_shape(name: &str) -> Result<bool, HostError> {
     if name.is_empty() {
         return Err(HostError::Empty);
     }
@@ -254,14 +292,12 @@ fn check_shape(name: &str) -> Result<(), HostError> {
         return Err(HostError::TooLong);
     }
     for label in name.split('.') {
-        if label.is_empty() {
-            return Err(HostError::EmptyLabel);
-        }
-        if label.len() > MAX_LABEL_LEN {
-            return Err(HostError::LabelTooLong);
+        if let Some(e) = label_error(label.len()) {
+            return Err(e);
         }
     }
-    Ok(())
+    let last = name.rsplit('.').next().unwrap_or("");
+    Ok(last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Length in bytes of the public suffix of a canonical name, by the ICANN
@@ -405,19 +441,36 @@ mod tests {
     fn fast_path_agrees_with_uts46() {
         let mut rng = crate::synth::Rng::new(42);
         let alphabet = b"abcz09-_.xn";
+        let mut plain = 0;
         for _ in 0..200_000 {
             let len = 1 + rng.below(14) as usize;
             let s: String = (0..len)
                 .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize] as char)
                 .collect();
-            if is_plain_ascii(&s) {
+            if let Some(shape) = scan_plain(&s) {
+                plain += 1;
                 assert_eq!(canonicalize_slow(&s).as_deref(), Ok(s.as_str()), "{s:?}");
+                // The one-pass shape check says what the general one says.
+                assert_eq!(shape, check_shape(&s), "{s:?}");
             }
         }
-        assert!(!is_plain_ascii("xn--fiqs8s"));
-        assert!(!is_plain_ascii("a.xn--fiqs8s"));
-        assert!(is_plain_ascii("axn--b.com"));
-        assert!(!is_plain_ascii("A.com"));
+        assert!(plain > 50_000, "the generator hardly reaches the fast path");
+        // Long names and labels, where the limits are.
+        for (len, label) in [(253, 63), (254, 63), (200, 64), (130, 63)] {
+            let mut s = String::new();
+            while s.len() + label < len {
+                s.push_str(&"a".repeat(label));
+                s.push('.');
+            }
+            s.push_str(&"b".repeat(len - s.len()));
+            assert_eq!(scan_plain(&s), Some(check_shape(&s)), "{len} {label}");
+        }
+        assert_eq!(scan_plain("xn--fiqs8s"), None);
+        assert_eq!(scan_plain("a.xn--fiqs8s"), None);
+        assert!(scan_plain("axn--b.com").is_some());
+        assert_eq!(scan_plain("A.com"), None);
+        assert_eq!(scan_plain("a..b"), Some(Err(HostError::EmptyLabel)));
+        assert_eq!(scan_plain("1.2.3.4"), Some(Ok(true)));
     }
 
     #[test]

@@ -64,26 +64,44 @@ fn tracked(port: u16) -> bool {
     }
 }
 
-/// Tracked connects between "about to call `connect`" and "recorded":
-/// on loopback the handshake can complete inside the `connect` call, so
-/// another worker may accept the looping connection before the connecting
-/// one has recorded it (a few µs; measured: 4 of 200 loops missed with 4
-/// workers on 2 CPUs). The accepting side waits for such connects.
-static CONNECTING: AtomicUsize = AtomicUsize::new(0);
+/// Tracked connects between "about to call `connect`" and "recorded", per
+/// stripe of their destination: on loopback the handshake can complete
+/// inside the `connect` call, so another worker may accept the looping
+/// connection before the connecting one has recorded it (a few µs;
+/// measured: 4 of 200 loops missed with 4 workers on 2 CPUs). The
+/// accepting side waits for connects to its own destination's stripe only,
+/// so on a transparent node connects to other destinations do not delay
+/// its accepts.
+static CONNECTING: [AtomicUsize; STRIPES] = [const { AtomicUsize::new(0) }; STRIPES];
+const STRIPES: usize = 64;
+
+fn stripe(target: SocketAddr) -> &'static AtomicUsize {
+    let ip = match target.ip() {
+        std::net::IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => {
+            let v = u128::from(v6);
+            (v as u64) ^ ((v >> 64) as u64)
+        }
+    };
+    let h = (ip ^ (u64::from(target.port()) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    &CONNECTING[(h >> 58) as usize % STRIPES]
+}
 
 /// Is a connection from `peer`, made to `target` (its original
 /// destination), one of our own upstream connections? Exact: when the set
-/// misses while a tracked connect is between its `connect` call and its
-/// recording (its connection may be this one), it waits for the recording
-/// — a few yields, then up to 10 ms (only when a tracked connect is in
-/// flight at that moment; untracked setups pay one atomic load).
+/// misses while a tracked connect to the same destination (stripe) is
+/// between its `connect` call and its recording (its connection may be
+/// this one), it waits for the recording — a few yields, then up to 16 ms
+/// if the connecting thread was preempted in that window. Untracked setups
+/// pay two atomic loads.
 pub async fn is_own(peer: SocketAddr, target: SocketAddr) -> bool {
     let ends = (peer, target);
+    let connecting = stripe(target);
     for attempt in 0..24u32 {
         // In this order: a connect whose connection already exists has
         // announced itself; once it is no longer counted, its entry is
         // visible.
-        let in_flight = CONNECTING.load(Ordering::SeqCst);
+        let in_flight = connecting.load(Ordering::SeqCst);
         if TRACKED.load(Ordering::SeqCst) != 0 && own().contains(&ends) {
             return true;
         }
@@ -93,7 +111,6 @@ pub async fn is_own(peer: SocketAddr, target: SocketAddr) -> bool {
         if attempt < 8 {
             tokio::task::yield_now().await;
         } else {
-            // The connecting thread may have been preempted in its window.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -109,18 +126,19 @@ pub struct Tracked {
 
 /// A tracked connect in its window (see [`CONNECTING`]); ends on drop,
 /// also on the error returns.
-struct Connecting;
+struct Connecting(&'static AtomicUsize);
 
 impl Connecting {
-    fn announce() -> Self {
-        CONNECTING.fetch_add(1, Ordering::SeqCst);
-        Connecting
+    fn announce(target: SocketAddr) -> Self {
+        let c = stripe(target);
+        c.fetch_add(1, Ordering::SeqCst);
+        Connecting(c)
     }
 }
 
 impl Drop for Connecting {
     fn drop(&mut self) {
-        CONNECTING.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -194,7 +212,7 @@ impl Upstream {
             sock.set_mark(mark)?;
         }
         let track = tracked(addr.port());
-        let announced = track.then(Connecting::announce);
+        let announced = track.then(|| Connecting::announce(addr));
         match sock.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

@@ -7,6 +7,7 @@
 //! and `validate` commands).
 
 pub mod admin;
+pub mod alloc;
 pub mod block;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,6 @@
-// The data path allocates per connection (task, buffers) in sizes glibc
-// serves from its slow path; mimalloc's are cheaper (BENCHMARKS.md §7).
+// mimalloc, called the way its fast paths expect (src/alloc.rs).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: icpgate::alloc::MiMalloc = icpgate::alloc::MiMalloc;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

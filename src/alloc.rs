@@ -22,26 +22,36 @@ const WORD: usize = std::mem::size_of::<usize>();
 
 pub struct MiMalloc;
 
+type Plain = unsafe extern "C" fn(usize) -> *mut c_void;
+type Aligned = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+
+/// A block for `layout` from `plain` when mimalloc's own alignment covers
+/// it, else from `aligned`.
+///
+/// # Safety
+/// As for [`GlobalAlloc::alloc`].
+#[inline(always)]
+unsafe fn block(layout: Layout, plain: Plain, aligned: Aligned) -> *mut u8 {
+    let p = if layout.align() <= WORD {
+        plain(layout.size())
+    } else {
+        aligned(layout.size(), layout.align())
+    };
+    p as *mut u8
+}
+
 // SAFETY: every method forwards to mimalloc with a size and an alignment
 // that satisfy the layout; blocks from either family are freed by `mi_free`
 // and resized by the realloc of the same family.
 unsafe impl GlobalAlloc for MiMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= WORD {
-            mi::mi_malloc(layout.size()) as *mut u8
-        } else {
-            mi::mi_malloc_aligned(layout.size(), layout.align()) as *mut u8
-        }
+        block(layout, mi::mi_malloc, mi::mi_malloc_aligned)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= WORD {
-            mi::mi_zalloc(layout.size()) as *mut u8
-        } else {
-            mi::mi_zalloc_aligned(layout.size(), layout.align()) as *mut u8
-        }
+        block(layout, mi::mi_zalloc, mi::mi_zalloc_aligned)
     }
 
     #[inline]

@@ -287,3 +287,56 @@ fn bulk_both_ways_survives_the_switch_to_splice() {
     assert_eq!(back.len(), data.len());
     assert_eq!(sha2::Sha256::digest(&back), sha2::Sha256::digest(&data));
 }
+
+/// An upstream that refuses, and one that never answers the SYN: the client
+/// is dropped (not left waiting) and each failure is counted. The silent
+/// one must take the configured connect timeout — not succeed early on the
+/// first event-loop turn, not hang.
+#[test]
+fn upstream_refusing_or_silent_fails_within_connect_timeout() {
+    use std::time::Instant;
+    const ERRORS: &str = "icpgate_upstream_connect_errors_total{listener=\"test\"}";
+    let hello = fixture("curl.bin");
+
+    // Refused: nothing listens on the port.
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = Proxy::start(
+        closed,
+        "\"127.0.0.0/8\"",
+        "[limits]\nupstream_connect_timeout_ms = 400\n",
+    );
+    let mut s = send(&proxy, &hello, hello.len());
+    let t = Instant::now();
+    assert!(closed_by_peer(&mut s), "refused upstream: client left open");
+    assert!(
+        t.elapsed() < Duration::from_millis(350),
+        "refused upstream waited {:?}",
+        t.elapsed()
+    );
+    assert_eq!(proxy.metric(ERRORS), 1.0);
+    drop(proxy);
+
+    // Silent: a listener whose accept queue is full drops further SYNs.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    sock.bind(&any.into()).unwrap();
+    sock.listen(0).unwrap();
+    let full = sock.local_addr().unwrap().as_socket().unwrap();
+    let _queued = TcpStream::connect(full).unwrap();
+    let proxy = Proxy::start(
+        full,
+        "\"127.0.0.0/8\"",
+        "[limits]\nupstream_connect_timeout_ms = 400\n",
+    );
+    for _ in 0..2 {
+        let mut s = send(&proxy, &hello, hello.len());
+        let t = Instant::now();
+        assert!(closed_by_peer(&mut s), "silent upstream: client left open");
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "silent upstream: client dropped after {waited:?}, timeout is 400 ms"
+        );
+    }
+    assert_eq!(proxy.metric(ERRORS), 2.0);
+}

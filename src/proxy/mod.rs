@@ -11,8 +11,10 @@ pub mod prefixed;
 pub mod proxy_protocol;
 pub mod upstream;
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -235,11 +237,9 @@ pub async fn handle(
     // server-first timer for every connection costs more than the turn.
     if buf.is_empty() {
         tokio::task::yield_now().await;
-        match stream.try_read_buf(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+        match read_now(&mut stream, &mut buf).await {
+            Some(Ok(0)) | Some(Err(_)) => return,
+            Some(Ok(_)) | None => {}
         }
     }
     if buf.is_empty() {
@@ -322,6 +322,19 @@ fn count_early(shared: &Shared, e: &Early) {
         Early::Invalid(_) => shared.metrics.sniffed(Sniffed::Invalid),
         Early::Io => {}
     }
+}
+
+/// One read if the reactor has seen the socket readable, else `None` at
+/// once. Through `AsyncRead` (not `try_read`): a short read marks the
+/// socket drained, so the next read waits for the reactor instead of
+/// costing a `recv` that fails with EAGAIN.
+async fn read_now(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<std::io::Result<usize>> {
+    let mut read = std::pin::pin!(stream.read_buf(buf));
+    std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// Read more bytes before the deadline, within the size cap.

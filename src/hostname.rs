@@ -44,6 +44,14 @@ pub enum Host<'a> {
 }
 
 impl Host<'_> {
+    /// As displayed; borrowed for a name (no allocation on the hot path).
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            Host::Name(n) => Cow::Borrowed(n),
+            Host::Ip(_) => Cow::Owned(self.to_string()),
+        }
+    }
+
     pub fn into_owned(self) -> Host<'static> {
         match self {
             Host::Name(n) => Host::Name(Cow::Owned(n.into_owned())),

@@ -915,7 +915,10 @@ fn plan(
             None => shared.policy.decide_no_name(Some(info.dst)),
         };
         if d.action == Action::Block {
-            let name = host.as_ref().map(|h| h.to_string()).unwrap_or_default();
+            let name = host
+                .as_ref()
+                .map(crate::hostname::Host::text)
+                .unwrap_or_default();
             record(shared, Proto::Http, &d, &name, info, started);
             let block = OwnedBlock::from(&d);
             drop(snap);
@@ -1176,16 +1179,12 @@ fn block_answer(
     block: &OwnedBlock,
     out: &mut Vec<u8>,
 ) {
-    thread_local! {
-        /// The page body is rendered here first (its length goes in the
-        /// head); kept per thread so it is allocated once.
-        static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
     out.clear();
-    BODY.with_borrow_mut(|body| {
-        body.clear();
-        let a = super::http::render_block(shared, host, registrable, block, body);
-        out.reserve(body.len() + 320);
+    super::http::render_block(shared, host, registrable, block, |a, page| {
+        // The body's length is known up front: head and body are written
+        // once each, in place.
+        let len = page.len();
+        out.reserve(len + 320);
         out.extend_from_slice(b"HTTP/1.1 ");
         crate::block::push_decimal(out, u64::from(a.status.as_u16()));
         out.push(b' ');
@@ -1198,8 +1197,8 @@ fn block_answer(
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"content-length: ");
-        crate::block::push_decimal(out, body.len() as u64);
+        crate::block::push_decimal(out, len as u64);
         out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(body);
+        page.write_to(out);
     });
 }

@@ -72,14 +72,16 @@ thread_local! {
     };
 }
 
-/// Render the block page (SPEC §6) onto `body`.
-pub fn render_block(
+/// The block page (SPEC §6) for one request: `f` gets the answer's status
+/// and headers and the filled page (whose length is known before it is
+/// written).
+pub fn render_block<R>(
     shared: &Shared,
     host: &str,
     registrable: &str,
     block: &OwnedBlock,
-    body: &mut Vec<u8>,
-) -> BlockAnswer {
+    f: impl FnOnce(&BlockAnswer, &block::Filled<'_>) -> R,
+) -> R {
     let request_id = block::request_id();
     let loaded = shared
         .table
@@ -89,30 +91,28 @@ pub fn render_block(
         .duration_since(std::time::UNIX_EPOCH)
         .ok()
         .map(|d| d.as_secs() as i64);
+    let answer = BlockAnswer {
+        status: StatusCode::from_u16(shared.page.status()).unwrap_or(StatusCode::FORBIDDEN),
+        reason: block.reason,
+        request_id,
+    };
     STAMPS.with_borrow_mut(|[now, table]| {
         let time = now.get(crate::decision::now_unix());
         let table_time = match loaded {
             Some(secs) => table.get(secs),
             None => "—",
         };
-        shared.page.render_into(
-            &PageInput {
-                host,
-                registrable,
-                reason: block.reason,
-                icp: block.icp.as_deref(),
-                request_id: request_id.as_str(),
-                time,
-                table_time,
-            },
-            body,
-        );
-    });
-    BlockAnswer {
-        status: StatusCode::from_u16(shared.page.status()).unwrap_or(StatusCode::FORBIDDEN),
-        reason: block.reason,
-        request_id,
-    }
+        let page = shared.page.fill(&PageInput {
+            host,
+            registrable,
+            reason: block.reason,
+            icp: block.icp.as_deref(),
+            request_id: answer.request_id.as_str(),
+            time,
+            table_time,
+        });
+        f(&answer, &page)
+    })
 }
 
 /// The block page as hyper parts.
@@ -122,15 +122,17 @@ pub fn block_parts(
     registrable: &str,
     block: &OwnedBlock,
 ) -> (StatusCode, hyper::HeaderMap, Bytes) {
-    let mut body = Vec::with_capacity(8192);
-    let a = render_block(shared, host, registrable, block, &mut body);
-    let mut h = hyper::HeaderMap::new();
-    for (name, value) in a.headers() {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
+    render_block(shared, host, registrable, block, |a, page| {
+        let mut body = Vec::with_capacity(page.len());
+        page.write_to(&mut body);
+        let mut h = hyper::HeaderMap::new();
+        for (name, value) in a.headers() {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
         }
-    }
-    (a.status, h, Bytes::from(body))
+        (a.status, h, Bytes::from(body))
+    })
 }
 
 fn response(status: StatusCode, headers: hyper::HeaderMap, body: Bytes) -> Response<Body> {
@@ -158,7 +160,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let registrable = match crate::hostname::canonicalize_bare(name) {
-        Ok(h) => registrable_of(&h),
+        Ok(h) => registrable_of(&h).into_owned(),
         Err(_) => name.to_owned(),
     };
     let (status, headers, body) = block_parts(shared, name, &registrable, &block);

@@ -588,9 +588,9 @@ async fn http_first(
 }
 
 /// The host a blocked request or connection is reported under.
-pub fn registrable_of(host: &Host<'_>) -> String {
+pub fn registrable_of<'h>(host: &'h Host<'_>) -> std::borrow::Cow<'h, str> {
     match host {
-        Host::Name(n) => hostname::registrable_domain(n).unwrap_or(n).to_owned(),
-        Host::Ip(ip) => ip.to_string(),
+        Host::Name(n) => std::borrow::Cow::Borrowed(hostname::registrable_domain(n).unwrap_or(n)),
+        Host::Ip(ip) => std::borrow::Cow::Owned(ip.to_string()),
     }
 }

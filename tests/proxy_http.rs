@@ -85,6 +85,10 @@ fn block_page_headers_and_body() {
     let en = resp.find("lang=\"en\"").unwrap();
     assert!(zh < en);
     assert!(!resp.contains("{{"));
+    // The length is announced before the body is written: it must match.
+    let body = resp.split_once("\r\n\r\n").unwrap().1;
+    let announced: usize = header(&resp, "content-length").unwrap().parse().unwrap();
+    assert_eq!(announced, body.len());
     // A name with markup is escaped, never injected.
     let (_, resp) = http_raw(p.addr, "GET / HTTP/1.0\r\nHost: x.cn\r\n\r\n");
     assert!(resp.contains("x.cn"));

@@ -301,6 +301,20 @@ impl Policy {
         dst: Option<IpAddr>,
         now: i64,
     ) -> Decision<'s> {
+        self.decide_host_under(snap, host, None, dst, now)
+    }
+
+    /// [`Policy::decide_host`] with the name's registrable domain when the
+    /// caller already has it (the block page shows it: one public-suffix
+    /// lookup per blocked request instead of two); `None`: found here.
+    pub fn decide_host_under<'s>(
+        &self,
+        snap: &'s Snapshot,
+        host: &Host<'_>,
+        apex: Option<&str>,
+        dst: Option<IpAddr>,
+        now: i64,
+    ) -> Decision<'s> {
         if !self.enforced(dst) {
             return Decision::new(Action::Pass, Reason::OutsideMainland);
         }
@@ -314,7 +328,11 @@ impl Policy {
         if self.allow.matches(name).is_some() {
             return Decision::new(Action::Allow, Reason::Allowlisted);
         }
-        let Some(row) = snap.lookup(name) else {
+        let row = match apex {
+            Some(apex) => snap.lookup_under(name, apex),
+            None => snap.lookup(name),
+        };
+        let Some(row) = row else {
             return Decision::new(Action::Block, Reason::Unfiled);
         };
         let (action, reason) = judge_row(&row, self.strict_ip, dst, now);

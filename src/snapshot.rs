@@ -443,7 +443,14 @@ impl Snapshot {
     /// specific first.
     #[inline]
     pub fn lookup(&self, name: &str) -> Option<Row<'_>> {
-        let apex = hostname::registrable_domain(name)?;
+        self.lookup_under(name, hostname::registrable_domain(name)?)
+    }
+
+    /// [`Snapshot::lookup`] for a caller that already has the name's
+    /// registrable domain (`apex` must be `registrable_domain(name)`).
+    #[inline]
+    pub fn lookup_under(&self, name: &str, apex: &str) -> Option<Row<'_>> {
+        debug_assert_eq!(hostname::registrable_domain(name), Some(apex));
         let apex_slot = self.probe(apex)?;
         if apex_slot.has_children() {
             let mut candidate = name;

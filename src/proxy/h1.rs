@@ -12,6 +12,7 @@
 //! per-request channel hop, no per-request allocation on the allowed path.
 //! Upgrades (`101`) and `CONNECT` 2xx become byte tunnels.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use super::chunked::Chunked;
 use super::upstream::Tracked;
 use super::{record, registrable_of, ConnInfo, OwnedBlock, Shared};
 use crate::decision::{Action, Decision, Reason};
+use crate::hostname::{self, Host};
 use crate::metrics::{Proto, Sniffed};
 use crate::sniff::http::{header_slots, request_host};
 
@@ -910,15 +912,19 @@ fn plan(
     {
         let snap = shared.table.load();
         let now = crate::decision::now_unix();
+        // Found once: the lookup walks up to it, a block page shows it.
+        let apex = match &host {
+            Some(Host::Name(n)) => hostname::registrable_domain(n),
+            _ => None,
+        };
         let d: Decision<'_> = match &host {
-            Some(h) => shared.policy.decide_host(&snap, h, Some(info.dst), now),
+            Some(h) => shared
+                .policy
+                .decide_host_under(&snap, h, apex, Some(info.dst), now),
             None => shared.policy.decide_no_name(Some(info.dst)),
         };
         if d.action == Action::Block {
-            let name = host
-                .as_ref()
-                .map(crate::hostname::Host::text)
-                .unwrap_or_default();
+            let name = host.as_ref().map(Host::text).unwrap_or_default();
             record(shared, Proto::Http, &d, &name, info, started);
             let block = OwnedBlock::from(&d);
             drop(snap);
@@ -928,7 +934,11 @@ fn plan(
                 .find(|h| eq(h.name, "host"))
                 .and_then(|h| std::str::from_utf8(h.value).ok())
                 .unwrap_or(target);
-            let registrable = host.as_ref().map(registrable_of).unwrap_or_default();
+            let registrable = match (&host, apex) {
+                (_, Some(a)) => Cow::Borrowed(a),
+                (Some(h), None) => registrable_of(h),
+                (None, None) => Cow::Borrowed(""),
+            };
             block_answer(shared, raw_host.trim(), &registrable, &block, obuf);
             // Linger only when more bytes are known to be on their way: a
             // request body, or pipelined bytes already here (nginx's

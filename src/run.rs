@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::proxy::listen::{self, Listener};
 use tokio::sync::{watch, Semaphore};
@@ -319,7 +319,7 @@ async fn accept_loop(
         // connection is queued); every 256th turn the waiter first, so a
         // flood of connections cannot hide a shutdown.
         turn = turn.wrapping_add(1);
-        let accepted: std::io::Result<(TcpStream, SocketAddr)> = if turn % 256 == 0 {
+        let accepted: std::io::Result<(proxy::client::Client, SocketAddr)> = if turn % 256 == 0 {
             tokio::select! {
                 biased;
                 _ = &mut stop => return,
@@ -337,7 +337,7 @@ async fn accept_loop(
                 total.inc();
                 let Ok(permit) = conns.clone().try_acquire_owned() else {
                     rejected.inc();
-                    proxy::reset(stream);
+                    stream.reset();
                     continue;
                 };
                 active.inc();

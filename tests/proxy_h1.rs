@@ -145,9 +145,18 @@ fn script(path: &str) -> Act {
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig".to_vec(),
         ),
         "/bye" => Act::SendClose(ok("bye")),
+        "/big" => {
+            let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").into_bytes();
+            r.extend((0..BIG).map(|i| (i % 251) as u8));
+            Act::Send(r)
+        }
         p => Act::Send(ok(&format!("path={p}"))),
     }
 }
+
+/// Larger than any socket buffer on loopback: the proxy's writes to a
+/// client that does not read must block and resume.
+const BIG: usize = 8 << 20;
 
 fn proxy_to(up: &Upstream) -> Proxy {
     Proxy::start(up.addr, "\"127.0.0.0/8\"", "")
@@ -371,4 +380,56 @@ fn malformed_framing_never_reaches_the_upstream() {
         assert_eq!(st, 400, "{bad:?}: {r}");
     }
     assert!(up.seen.lock().unwrap().is_empty());
+}
+
+/// A client's socket is only registered with the reactor once an
+/// operation would block (`src/proxy/client.rs`): an answer larger than the
+/// socket buffers to a client that is not reading yet, then heads that
+/// arrive in two parts (on that connection and on a new one).
+#[test]
+fn reads_and_writes_that_would_block_resume() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    let mut s = connect(&p);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // In one piece: the socket is still outside epoll when the answer
+    // starts.
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n")
+        .unwrap();
+    // Not reading: the proxy fills the socket buffers and must wait.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut tmp = vec![0u8; 1 << 16];
+    let mut got = Vec::new();
+    let end = loop {
+        if let Some(i) = find(&got, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut tmp).expect("head");
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&tmp[..n]);
+    };
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(content_length(&got[..end]), BIG);
+    let mut body = got.split_off(end);
+    while body.len() < BIG {
+        let n = s.read(&mut tmp).expect("body");
+        assert!(n > 0, "closed after {} of {BIG} bytes", body.len());
+        body.extend_from_slice(&tmp[..n]);
+    }
+    assert_eq!(body.len(), BIG);
+    assert!(
+        body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8),
+        "body corrupted"
+    );
+    // The same connection goes on, with a head in two parts.
+    s.write_all(b"GET /again HTTP/1.1\r\nHo").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(b"st: www.example.com.cn\r\n\r\n").unwrap();
+    assert!(read_until(&mut s, "path=/again").starts_with("HTTP/1.1 200"));
+    // And a new connection whose head comes in two parts.
+    let mut s = connect(&p);
+    s.write_all(b"GET /split HTTP/1.1\r\nHo").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(b"st: www.example.com.cn\r\n\r\n").unwrap();
+    assert!(read_until(&mut s, "path=/split").starts_with("HTTP/1.1 200"));
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
+use super::client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::chunked::Chunked;
 use super::upstream::Tracked;
@@ -137,7 +137,7 @@ struct Up {
 struct Conn<'a> {
     shared: &'a Shared,
     info: &'a ConnInfo,
-    client: TcpStream,
+    client: Client,
     cbuf: Vec<u8>,
     ubuf: Vec<u8>,
     obuf: Vec<u8>,
@@ -152,7 +152,7 @@ struct Conn<'a> {
 pub async fn serve(
     shared: Arc<Shared>,
     info: ConnInfo,
-    client: TcpStream,
+    client: Client,
     buf: Vec<u8>,
     first_deadline: tokio::time::Instant,
 ) {
@@ -176,7 +176,10 @@ pub async fn serve(
     } = c;
     match (next, up) {
         (Next::Tunnel, Some(up)) => {
-            let mut client = client;
+            // Splicing needs the reactor's socket.
+            let Ok(mut client) = client.into_registered() else {
+                return;
+            };
             let mut upstream = up.s;
             if !cbuf.is_empty() && upstream.write_all(&cbuf).await.is_err() {
                 return;
@@ -459,7 +462,11 @@ impl Conn<'_> {
             // final response ends the exchange).
             self.cbuf.drain(..f.end + sent_body);
             let head = {
-                let (mut cr, mut cw) = self.client.split();
+                let Ok(client) = self.client.registered() else {
+                    self.up = None;
+                    return Next::Close;
+                };
+                let (mut cr, mut cw) = client.split();
                 let (mut ur, mut uw) = up.s.split();
                 let body = relay(
                     &mut cr,

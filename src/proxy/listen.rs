@@ -15,10 +15,10 @@
 use std::io;
 use std::net::SocketAddr;
 
+use super::client::Client;
 use socket2::{Domain, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 use crate::config::{ListenerConfig, Transparent};
 
@@ -38,9 +38,9 @@ impl Listener {
         Ok(Listener { io })
     }
 
-    /// The next connection: non-blocking, close-on-exec, registered, with
-    /// no readiness assumed.
-    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+    /// The next connection: non-blocking, close-on-exec, not yet in epoll
+    /// (see [`Client`]).
+    pub async fn accept(&self) -> io::Result<(Client, SocketAddr)> {
         loop {
             let mut ready = self.io.readable().await?;
             let accepted = ready.try_io(|s| {
@@ -54,8 +54,7 @@ impl Listener {
             let peer = addr.as_socket().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP peer")
             })?;
-            let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
-            return Ok((stream, peer));
+            return Ok((Client::new(std::net::TcpStream::from(sock)), peer));
         }
     }
 }

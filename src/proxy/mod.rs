@@ -2,6 +2,7 @@
 //! the first bytes, decide, then forward untouched or block.
 
 pub mod chunked;
+pub mod client;
 pub mod h1;
 pub mod http;
 pub mod listen;
@@ -17,8 +18,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
 use crate::block::{self, BlockPage};
@@ -129,12 +130,7 @@ pub fn record(
 }
 
 /// Handle one accepted connection to the end.
-pub async fn handle(
-    shared: Arc<Shared>,
-    lctx: Arc<ListenerCtx>,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
+pub async fn handle(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, stream: Client, peer: SocketAddr) {
     // TCP_NODELAY comes from the listening socket. A listener bound to one
     // address with a fixed upstream knows its local address without asking.
     let local = if lctx.upstream.is_some() && !lctx.addr.ip().is_unspecified() {
@@ -148,7 +144,11 @@ pub async fn handle(
     let (upstream, dst) = match (lctx.upstream, lctx.transparent) {
         (Some(up), _) => (Upstream::new(up, lctx.fwmark), local.ip()),
         (None, Transparent::Tproxy) => (Upstream::new(local, lctx.fwmark), local.ip()),
-        (None, Transparent::Redirect) => match origdst::original_dst(&stream, local.is_ipv6()) {
+        (None, Transparent::Redirect) => match stream
+            .fd()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+            .and_then(|fd| origdst::original_dst(&fd, local.is_ipv6()))
+        {
             Ok(orig) => (Upstream::new(orig, lctx.fwmark), orig.ip()),
             Err(e) => {
                 tracing::warn!(listener = %lctx.label, %peer, error = %e, "no original destination (is the nftables REDIRECT in place?); closing");
@@ -190,7 +190,7 @@ pub async fn handle(
                 "not intercepted (its destination is the listener itself)"
             });
         }
-        reset(stream);
+        stream.reset();
         return;
     }
     let mut info = ConnInfo {
@@ -231,12 +231,12 @@ pub async fn handle(
         return;
     }
 
-    // Nothing yet: wait briefly for the client to speak. First one turn of
-    // the event loop without a timer: a client's first bytes usually follow
-    // its handshake within microseconds, and arming (then cancelling) the
-    // server-first timer for every connection costs more than the turn.
+    // Nothing yet: wait briefly for the client to speak. First a read
+    // straight away, without a timer: a client's first bytes usually follow
+    // its handshake within microseconds and are queued by now (then the
+    // socket need not even enter epoll, see `client`); arming (then
+    // cancelling) the server-first timer for every connection costs more.
     if buf.is_empty() {
-        tokio::task::yield_now().await;
         match read_now(&mut stream, &mut buf).await {
             Some(Ok(0)) | Some(Err(_)) => return,
             Some(Ok(_)) | None => {}
@@ -324,11 +324,9 @@ fn count_early(shared: &Shared, e: &Early) {
     }
 }
 
-/// One read if the reactor has seen the socket readable, else `None` at
-/// once. Through `AsyncRead` (not `try_read`): a short read marks the
-/// socket drained, so the next read waits for the reactor instead of
-/// costing a `recv` that fails with EAGAIN.
-async fn read_now(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<std::io::Result<usize>> {
+/// One read if bytes are queued, else `None` at once (the socket is then
+/// registered and waits for the reactor).
+async fn read_now(stream: &mut Client, buf: &mut Vec<u8>) -> Option<std::io::Result<usize>> {
     let mut read = std::pin::pin!(stream.read_buf(buf));
     std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
         Poll::Ready(r) => Poll::Ready(Some(r)),
@@ -339,7 +337,7 @@ async fn read_now(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<std::io::
 
 /// Read more bytes before the deadline, within the size cap.
 async fn read_more(
-    stream: &mut TcpStream,
+    stream: &mut Client,
     buf: &mut Vec<u8>,
     deadline: tokio::time::Instant,
     cap: usize,
@@ -360,7 +358,7 @@ async fn read_more(
 }
 
 async fn read_proxy_header(
-    stream: &mut TcpStream,
+    stream: &mut Client,
     buf: &mut Vec<u8>,
     deadline: tokio::time::Instant,
 ) -> Result<Option<(SocketAddr, SocketAddr)>, Early> {
@@ -379,26 +377,19 @@ async fn read_proxy_header(
 }
 
 /// No domain in sight (other protocol, server-first): R3.
-async fn no_name(shared: &Shared, info: &ConnInfo, stream: TcpStream, buf: Vec<u8>) {
+async fn no_name(shared: &Shared, info: &ConnInfo, stream: Client, buf: Vec<u8>) {
     let started = Instant::now();
     let d = shared.policy.decide_no_name(Some(info.dst));
     record(shared, Proto::Other, &d, "", info, started);
     if d.action == Action::Block {
-        reset(stream);
+        stream.reset();
     } else {
         passthrough(shared, info, stream, buf).await;
     }
 }
 
-/// Close with a TCP RST (SO_LINGER 0), as the major providers do.
-pub fn reset(stream: TcpStream) {
-    // Zero linger makes close() send RST at once; it does not block.
-    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-    drop(stream);
-}
-
 /// Connect upstream, send what the client already sent, then copy.
-async fn passthrough(shared: &Shared, info: &ConnInfo, client: TcpStream, first: Vec<u8>) {
+async fn passthrough(shared: &Shared, info: &ConnInfo, client: Client, first: Vec<u8>) {
     let limits = &shared.limits;
     let mut up = match info
         .upstream
@@ -413,7 +404,7 @@ async fn passthrough(shared: &Shared, info: &ConnInfo, client: TcpStream, first:
                 .with_label_values(&[&info.listener.label])
                 .inc();
             tracing::debug!(upstream = %info.upstream.addr, error = %e, "upstream connect failed");
-            reset(client);
+            client.reset();
             return;
         }
     };
@@ -421,7 +412,10 @@ async fn passthrough(shared: &Shared, info: &ConnInfo, client: TcpStream, first:
         return;
     }
     drop(first);
-    let mut client = client;
+    // Splicing needs the reactor's socket.
+    let Ok(mut client) = client.into_registered() else {
+        return;
+    };
     pipe::pipe(
         &mut client,
         &mut up,
@@ -461,7 +455,7 @@ fn decide_tls<'s>(
 async fn tls_conn(
     shared: Arc<Shared>,
     info: ConnInfo,
-    mut stream: TcpStream,
+    mut stream: Client,
     mut buf: Vec<u8>,
     deadline: tokio::time::Instant,
 ) {
@@ -483,7 +477,7 @@ async fn tls_conn(
                     tls_block(&shared, stream, buf, "", &d).await;
                 } else {
                     tracing::debug!(peer = %info.peer, why, "invalid ClientHello");
-                    reset(stream);
+                    stream.reset();
                 }
                 return;
             }
@@ -538,7 +532,7 @@ impl From<&Decision<'_>> for OwnedBlock {
     }
 }
 
-async fn tls_block(shared: &Shared, stream: TcpStream, buf: Vec<u8>, name: &str, d: &Decision<'_>) {
+async fn tls_block(shared: &Shared, stream: Client, buf: Vec<u8>, name: &str, d: &Decision<'_>) {
     Box::pin(tls_block_owned(
         shared,
         stream,
@@ -551,13 +545,13 @@ async fn tls_block(shared: &Shared, stream: TcpStream, buf: Vec<u8>, name: &str,
 
 async fn tls_block_owned(
     shared: &Shared,
-    mut stream: TcpStream,
+    mut stream: Client,
     buf: Vec<u8>,
     name: &str,
     block: OwnedBlock,
 ) {
     match (shared.tls_block, &shared.tls_page) {
-        (TlsBlock::Reset, _) => reset(stream),
+        (TlsBlock::Reset, _) => stream.reset(),
         (TlsBlock::Alert, _) => {
             let _ = stream.write_all(&block::TLS_ALERT_UNRECOGNIZED_NAME).await;
             let _ = stream.shutdown().await;
@@ -571,14 +565,14 @@ async fn tls_block_owned(
             };
             http::serve_block_only(shared, tls, name, block).await;
         }
-        (TlsBlock::Page, None) => reset(stream),
+        (TlsBlock::Page, None) => stream.reset(),
     }
 }
 
 async fn http_first(
     shared: Arc<Shared>,
     info: ConnInfo,
-    stream: TcpStream,
+    stream: Client,
     buf: Vec<u8>,
     deadline: tokio::time::Instant,
 ) {

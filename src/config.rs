@@ -61,6 +61,11 @@ pub struct ListenerConfig {
     pub upstream_fwmark: Option<u32>,
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// TCP_DEFER_ACCEPT: hand over a connection only once its first bytes
+    /// are in (or after ~1 s). For listeners that see client-first
+    /// protocols only (HTTP, TLS); server-first ones would wait.
+    #[serde(default)]
+    pub defer_accept: bool,
     /// Label for metrics and logs; defaults to the address.
     pub name: Option<String>,
 }

@@ -342,3 +342,36 @@ fn hop_by_hop_headers_stay_on_their_hop() {
         "hop-by-hop headers reached the upstream: {r}"
     );
 }
+
+/// `defer_accept = true`: a connection that has sent nothing yet is not
+/// handed to icpgate (not even counted); once its request is in, it is
+/// served as usual.
+#[test]
+fn defer_accept_hands_over_connections_with_their_first_bytes() {
+    let up = http_upstream();
+    let port = free_port();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _p = spawn_config(
+        &format!("[[listener]]\nname = \"d\"\naddr = \"127.0.0.1:{port}\"\nupstream = \"{up}\"\ndefer_accept = true\n[regions]\nmainland = [\"127.0.0.0/8\"]\n[table]\npath = \"{{table}}\"\n[admin]\naddr = \"{admin}\"\n"),
+        admin,
+    );
+    let accepted = || {
+        let (_, body) = http_raw(
+            admin,
+            "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        body.lines()
+            .find(|l| l.starts_with("icpgate_connections_total{listener=\"d\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(accepted(), 0.0, "a silent connection was handed over");
+    s.write_all(b"GET /d HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let resp = read_to_end(&mut s);
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert_eq!(accepted(), 1.0);
+}

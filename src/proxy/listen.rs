@@ -103,10 +103,16 @@ fn socket(
     }
     if cfg.upstream.is_none() && cfg.transparent == Transparent::Tproxy {
         if addr.is_ipv6() {
-            set_ipv6_transparent(&sock)?;
+            const IPV6_TRANSPARENT: libc::c_int = 75;
+            set_int(&sock, libc::SOL_IPV6, IPV6_TRANSPARENT, 1)?;
         } else {
             sock.set_ip_transparent(true)?;
         }
+    }
+    if cfg.defer_accept {
+        // Seconds; 1 as nginx's `deferred`: a client that stays silent is
+        // handed over at the next handshake retransmission instead.
+        set_int(&sock, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 1)?;
     }
     sock.set_nonblocking(true)?;
     // Accepted sockets inherit TCP_NODELAY on Linux: one setsockopt here
@@ -119,17 +125,21 @@ fn socket(
     Ok(sock)
 }
 
-fn set_ipv6_transparent(sock: &socket2::Socket) -> io::Result<()> {
+/// An integer socket option socket2 has no setter for.
+fn set_int(
+    sock: &socket2::Socket,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    const IPV6_TRANSPARENT: libc::c_int = 75;
-    let one: libc::c_int = 1;
     // SAFETY: setsockopt reads an int we own for the duration of the call.
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::SOL_IPV6,
-            IPV6_TRANSPARENT,
-            &one as *const _ as *const libc::c_void,
+            level,
+            opt,
+            &value as *const _ as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

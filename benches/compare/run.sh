@@ -21,9 +21,12 @@
 #   * upstreams on CPU 1: an nginx returning 200 "ok" (HTTP :19081, access log
 #     off) and examples/tcpload serving the TLS rows (:19444)
 #   * the block page is the same job everywhere (SPEC §6): icpgate's page for
-#     an unfiled name, rendered once, is served by nginx (error_page + SSI:
-#     host, request id, time) and HAProxy (`http-request return lf-file`), all
-#     with `Connection: close`
+#     an unfiled name, rendered once, is served by nginx (error_page + a
+#     `return` with the page inlined: host, request id, time) and HAProxy
+#     (`http-request return lf-file`), all with `Connection: close`; the
+#     checks stop the run if a proxy answers with anything else
+#   * deferred accept everywhere it exists (icpgate `defer_accept`, nginx http
+#     `deferred`, HAProxy `defer-accept`): these listeners see HTTP and TLS only
 #   * the proxies under test all on CPU 0 (taskset -c 0), all running, each on
 #     its own ports (icpgate :18080/:18443, nginx :18081/:18444, HAProxy
 #     map_str :18082/:18445, map_dom :18083/:18446), measured round-robin:
@@ -86,6 +89,9 @@ CMDLINE="$(env | grep -E '^CMP_[A-Z]+=' | sort | tr '\n' ' ' || true)bash benche
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WORK=$(mktemp -d /tmp/icpgate-compare.XXXXXX)
+# nginx started as root runs its worker as `nobody`: it must be able to reach
+# what it serves (mktemp makes the directory 0700)
+chmod 755 "$WORK"
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -341,11 +347,13 @@ cat >"$WORK/icpgate.toml" <<EOF
 name = "http"
 addr = "127.0.0.1:18080"
 upstream = "127.0.0.1:19081"
+defer_accept = true
 
 [[listener]]
 name = "tls"
 addr = "127.0.0.1:18443"
 upstream = "127.0.0.1:19444"
+defer_accept = true
 
 [regions]
 mainland = ["127.0.0.0/8"]
@@ -375,7 +383,7 @@ EOF
 # The block page, the same for all (SPEC §6: bilingual, the host, the reason
 # and what to do, a request id, the time; Connection: close): icpgate renders
 # it once for a placeholder name; nginx fills host / request id / time with
-# SSI, HAProxy with log-format tags.
+# variables, HAProxy with log-format tags.
 log "rendering icpgate's block page for the nginx/HAProxy copies"
 taskset -c 0 "$BIN" run --config "$WORK/icpgate.toml" >"$WORK/icpgate-page.log" 2>&1 &
 PX_PID=$!
@@ -390,9 +398,16 @@ PX_PID=""
 grep -q "$PH" "$WORK/page.html" || die "could not render icpgate's block page"
 RID=$(awk -F': ' 'tolower($1) == "x-icpgate-request-id" {gsub(/\r/, "", $2); print $2}' "$WORK/page.hdr")
 TS_RE='[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z'
-mkdir -p "$WORK/ngx/page"
-sed -E "s/$PH/<!--# echo var=\"host\" -->/g; s/$RID/<!--# echo var=\"request_id\" -->/g; s/$TS_RE/<!--# echo var=\"time_iso8601\" -->/g" \
-    "$WORK/page.html" >"$WORK/ngx/page/__icp_blocked.html"
+# nginx: the page inlined in its config (a `return` with variables: cheaper
+# than SSI on a file, which cost it ~2x per blocked request). One config
+# string holds at most 4 KiB, so the page is split over `set` variables.
+mkdir -p "$WORK/ngx"
+sed -E -e 's/\\/\\\\/g' -e "s/'/\\\\'/g" -e "s/$PH/\${host}/g" -e "s/$RID/\${request_id}/g" -e "s/$TS_RE/\${time_iso8601}/g" \
+    "$WORK/page.html" >"$WORK/ngx/page.inline"
+NGX_PAGE_RETURN=$(awk -v sets="$WORK/ngx/page.sets" 'BEGIN { n = 1; cur = "" }
+    { line = $0 "\n"; if (length(cur) + length(line) > 3000 && cur != "") { printf "            set $icp_p%d \x27%s\x27;\n", n, cur >sets; n++; cur = "" } cur = cur line }
+    END { printf "            set $icp_p%d \x27%s\x27;\n", n, cur >sets; r = ""; for (i = 1; i <= n; i++) r = r "${icp_p" i "}"; print r }' \
+    "$WORK/ngx/page.inline")
 sed -E "s/%/%%/g; s/$PH/%[var(txn.h)]/g; s/$RID/%[uuid]/g; s/$TS_RE/%T/g" "$WORK/page.html" >"$WORK/haproxy-page.lf"
 PAGE_BYTES=$(wc -c <"$WORK/page.html")
 
@@ -425,18 +440,16 @@ http {
         keepalive_requests 100000000;
     }
     server {
-        listen 127.0.0.1:${HP[nginx]} backlog=4096;
-        open_file_cache max=16 inactive=60s;
-        error_page 403 /__icp_blocked.html;
-        location = /__icp_blocked.html {
-            internal;
-            root $WORK/ngx/page;
+        listen 127.0.0.1:${HP[nginx]} backlog=4096 deferred;
+        error_page 403 @icp_blocked;
+        location @icp_blocked {
             default_type text/html;
             charset utf-8;
-            ssi on;
             keepalive_timeout 0;
             add_header Cache-Control no-store always;
             add_header X-Icpgate-Reason unfiled always;
+$(cat "$WORK/ngx/page.sets")
+            return 403 "$NGX_PAGE_RETURN";
         }
         location / {
             if (\$icp_ok = 0) { return 403; }
@@ -496,7 +509,7 @@ defaults
     timeout server 60s
     timeout http-keep-alive 60s
 frontend http
-    bind 127.0.0.1:${HP[haproxy-$1]}
+    bind 127.0.0.1:${HP[haproxy-$1]} defer-accept
     http-request set-var(txn.h) req.hdr(host),lower,field(1,:)
     $lookup_http
     http-request return status 403 content-type "text/html; charset=utf-8" lf-file $WORK/haproxy-page.lf hdr cache-control no-store hdr x-icpgate-reason unfiled hdr connection close unless { var(txn.ok) -m str 1 }
@@ -506,7 +519,7 @@ backend origin
     server up 127.0.0.1:19081
 frontend tls
     mode tcp
-    bind 127.0.0.1:${TP[haproxy-$1]}
+    bind 127.0.0.1:${TP[haproxy-$1]} defer-accept
     tcp-request inspect-delay 5s
     tcp-request content reject unless { req.ssl_hello_type 1 }
     tcp-request content set-var(txn.h) req.ssl_sni,lower
@@ -712,7 +725,15 @@ sanity() { # proxy -> one line of observed statuses
         total=$((total + 1))
         [ "$got" = "$want" ] && agree=$((agree + 1))
     done < <(head -100 "$WORK/hosts.txt")
-    echo "$a $b $c $d $e $f $([ "$g" -gt 0 ] && echo kept || echo closed) $agree/$total"
+    # the block page itself: the same page for every proxy (its size within a
+    # few bytes: request ids and times are formatted differently), naming the
+    # host; a proxy answering with anything else would be doing less work
+    h=$(head -1 "$WORK/hosts_unfiled.txt")
+    curl -s -m 5 -o "$WORK/page.$px.html" -H "Host: $h" "http://127.0.0.1:$HPORT/" || true
+    got=$(wc -c <"$WORK/page.$px.html")
+    grep -qF "$h" "$WORK/page.$px.html" && [ "$got" -ge $((PAGE_BYTES - 64)) ] && [ "$got" -le $((PAGE_BYTES + 64)) ] ||
+        die "$px answers an unfiled name with $got bytes, not the $PAGE_BYTES-byte block page naming it (see $WORK/page.$px.html)"
+    echo "$a $b $c $d $e $f $([ "$g" -gt 0 ] && echo kept || echo closed) $agree/$total $got"
 }
 
 # ---------------------------------------------------------------- measuring, interleaved
@@ -949,8 +970,8 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo
     echo "### Checks (after start, before load)"
     echo
-    echo "| proxy | apex allowed | www.apex allowed | unfiled | blocked row | TLS allowed SNI | TLS unfiled SNI | block answer keeps conn? | agrees with allow list (100 names) |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| proxy | apex allowed | www.apex allowed | unfiled | blocked row | TLS allowed SNI | TLS unfiled SNI | block answer keeps conn? | agrees with allow list (100 names) | block page bytes |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     for p in "${PXCOLS[@]}"; do echo "| $p | $(echo "${SANE[$p]:-}" | sed 's/ / | /g') |"; done
     echo
     echo "(HTTP status codes; TLS: ok = the upstream's answer came back, closed = refused before it.)"
@@ -974,9 +995,9 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo "### Setup"
     echo
     echo "- **Machine:** $(nproc) CPUs, $MODEL, Linux $(uname -r) ($(uname -m)), $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-?}")"
-    echo "- **icpgate:** commit $COMMIT, $(rustc --version 2>/dev/null || echo rustc ?), \`cargo build --release\`; log level warn, block logs off"
-    echo "- **nginx:** $NGXV ($NGXPKG); 1 worker; http \`map \$host\` with \`hostnames\`, \`.name 1;\` per allowed row (\`.name 0;\` otherwise), \`map_hash_max_size 262144\`, \`map_hash_bucket_size 1024\`; upstream keepalive 64; stream: \`ssl_preread\` + the same map on \`\$ssl_preread_server_name\` (the table is parsed and held twice: http and stream); block page: \`error_page 403\` → an internal location with \`ssi on\` (host, request id, time), \`keepalive_timeout 0\`, \`open_file_cache\`"
-    echo "- **HAProxy:** $HAV; nbthread 1; map_str: exact host, then host minus first label (\`field(2,.,0)\`); map_dom: one \`map_dom\` (linear over 1M patterns; a repeated name such as the fixed TLS SNI was no faster: the LRU pattern cache did not help it here); \`http-reuse always\`; block page: \`http-request return ... lf-file\` (host, \`%[uuid]\`, \`%T\`) with \`hdr connection close\`; TCP: \`tcp-request inspect-delay\`, \`req.ssl_sni\`"
+    echo "- **icpgate:** commit $COMMIT, $(rustc --version 2>/dev/null || echo rustc ?), \`cargo build --release\`; log level warn, block logs off; \`defer_accept = true\` on both listeners (TCP_DEFER_ACCEPT)"
+    echo "- **nginx:** $NGXV ($NGXPKG); 1 worker; http \`map \$host\` with \`hostnames\`, \`.name 1;\` per allowed row (\`.name 0;\` otherwise), \`map_hash_max_size 262144\`, \`map_hash_bucket_size 1024\`; upstream keepalive 64; stream: \`ssl_preread\` + the same map on \`\$ssl_preread_server_name\` (the table is parsed and held twice: http and stream); block page: \`error_page 403\` → a named location: \`return 403\` with the page inlined in the config (split over \`set\` variables: one string holds 4 KiB) with \`\$host\`, \`\$request_id\`, \`\$time_iso8601\`, \`keepalive_timeout 0\` (cheaper than SSI on a file); http \`listen ... deferred\` (the stream module has no \`deferred\`)"
+    echo "- **HAProxy:** $HAV; nbthread 1; map_str: exact host, then host minus first label (\`field(2,.,0)\`); map_dom: one \`map_dom\` (linear over 1M patterns; a repeated name such as the fixed TLS SNI was no faster: the LRU pattern cache did not help it here); \`http-reuse always\`; block page: \`http-request return ... lf-file\` (host, \`%[uuid]\`, \`%T\`) with \`hdr connection close\`; TCP: \`tcp-request inspect-delay\`, \`req.ssl_sni\`; \`defer-accept\` on both binds"
     echo "- **Block page:** icpgate's page for an unfiled name, $PAGE_BYTES bytes, served by all three (SPEC §6)"
     echo "- **Tools:** $WRKV; examples/tcpload (this repository) for the TLS rows; $H2V (installed, not used: it cannot vary the SNI per connection either)"
     echo "- **Command:** \`$CMDLINE\` (in $ROOT), started $STARTED, finished $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -729,10 +729,11 @@ sanity() { # proxy -> one line of observed statuses
     # few bytes: request ids and times are formatted differently), naming the
     # host; a proxy answering with anything else would be doing less work
     h=$(head -1 "$WORK/hosts_unfiled.txt")
+    want=$((PAGE_BYTES + $(grep -o "$PH" "$WORK/page.html" | wc -l) * (${#h} - ${#PH})))
     curl -s -m 5 -o "$WORK/page.$px.html" -H "Host: $h" "http://127.0.0.1:$HPORT/" || true
     got=$(wc -c <"$WORK/page.$px.html")
-    grep -qF "$h" "$WORK/page.$px.html" && [ "$got" -ge $((PAGE_BYTES - 64)) ] && [ "$got" -le $((PAGE_BYTES + 64)) ] ||
-        die "$px answers an unfiled name with $got bytes, not the $PAGE_BYTES-byte block page naming it (see $WORK/page.$px.html)"
+    grep -qF "$h" "$WORK/page.$px.html" && [ "$got" -ge $((want - 64)) ] && [ "$got" -le $((want + 64)) ] ||
+        die "$px answers an unfiled name with $got bytes, not the ~$want-byte block page naming it (see $WORK/page.$px.html)"
     echo "$a $b $c $d $e $f $([ "$g" -gt 0 ] && echo kept || echo closed) $agree/$total $got"
 }
 

@@ -1,14 +1,16 @@
 //! The client's socket, registered with the reactor only once it has to
 //! wait.
 //!
-//! Most connections have their first bytes queued by the time they are
-//! accepted, and many are answered with one write that the socket buffer
-//! takes whole (a block page, an answer before `Connection: close`). Such a
-//! connection never enters epoll: no `EPOLL_CTL_ADD` after accept, no
+//! On a `defer_accept` listener a connection is handed over with its first
+//! bytes queued, and many are answered with one write that the socket
+//! buffer takes whole (a block page, an answer before `Connection: close`).
+//! Such a connection never enters epoll: no `EPOLL_CTL_ADD` after accept, no
 //! `EPOLL_CTL_DEL` before close — two of the six system calls of a blocked
 //! request. The first read or write that would block registers the socket,
 //! for the rest of its life; so does anything that needs tokio's socket
-//! (splice, split halves, the TLS paths).
+//! (splice, split halves, the TLS paths). Without deferred accept the
+//! listener registers every connection at once (`proxy::handle`): most
+//! arrive before their bytes, and a direct `recv` would be an EAGAIN.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;

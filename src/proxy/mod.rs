@@ -59,6 +59,8 @@ pub struct ListenerCtx {
     pub transparent: Transparent,
     pub fwmark: Option<u32>,
     pub proxy_protocol: bool,
+    /// TCP_DEFER_ACCEPT: connections arrive with their first bytes.
+    pub defer_accept: bool,
     /// Idle HTTP upstream connections (their sockets carry the fwmark).
     pub pool: h1::UpPool,
 }
@@ -80,6 +82,7 @@ impl ListenerCtx {
             transparent: cfg.transparent,
             fwmark: cfg.upstream_fwmark,
             proxy_protocol: cfg.proxy_protocol,
+            defer_accept: cfg.defer_accept,
             pool: h1::UpPool::default(),
         }
     }
@@ -130,7 +133,19 @@ pub fn record(
 }
 
 /// Handle one accepted connection to the end.
-pub async fn handle(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, stream: Client, peer: SocketAddr) {
+pub async fn handle(
+    shared: Arc<Shared>,
+    lctx: Arc<ListenerCtx>,
+    mut stream: Client,
+    peer: SocketAddr,
+) {
+    // Without deferred accept a connection is usually handed over before
+    // its first bytes: a direct `recv` would mostly fail with EAGAIN, so it
+    // is registered now and the first read waits for one event-loop turn.
+    // With it, the bytes are there (see `client`).
+    if !lctx.defer_accept && stream.registered().is_err() {
+        return;
+    }
     // TCP_NODELAY comes from the listening socket. A listener bound to one
     // address with a fixed upstream knows its local address without asking.
     let local = if lctx.upstream.is_some() && !lctx.addr.ip().is_unspecified() {
@@ -199,7 +214,6 @@ pub async fn handle(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, stream: Client,
         upstream,
         listener: lctx.clone(),
     };
-    let mut stream = stream;
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     let limits = &shared.limits;
     let header_deadline =
@@ -231,12 +245,17 @@ pub async fn handle(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, stream: Client,
         return;
     }
 
-    // Nothing yet: wait briefly for the client to speak. First a read
-    // straight away, without a timer: a client's first bytes usually follow
-    // its handshake within microseconds and are queued by now (then the
-    // socket need not even enter epoll, see `client`); arming (then
-    // cancelling) the server-first timer for every connection costs more.
+    // Nothing yet: wait briefly for the client to speak. First one read
+    // without a timer: a client's first bytes usually follow its handshake
+    // within microseconds (a registered socket: after one turn of the event
+    // loop, which tells whether they came; with deferred accept they are
+    // queued already and the socket need not even enter epoll, see
+    // `client`). Arming (then cancelling) the server-first timer for every
+    // connection costs more.
     if buf.is_empty() {
+        if !lctx.defer_accept {
+            tokio::task::yield_now().await;
+        }
         match read_now(&mut stream, &mut buf).await {
             Some(Ok(0)) | Some(Err(_)) => return,
             Some(Ok(_)) | None => {}
@@ -324,8 +343,10 @@ fn count_early(shared: &Shared, e: &Early) {
     }
 }
 
-/// One read if bytes are queued, else `None` at once (the socket is then
-/// registered and waits for the reactor).
+/// One read if bytes are there, else `None` at once. Unregistered: a
+/// direct `recv` (EAGAIN registers it); registered: if the reactor has seen
+/// it readable. Through `AsyncRead`, so a short read marks a registered
+/// socket drained (the next read waits instead of costing an EAGAIN).
 async fn read_now(stream: &mut Client, buf: &mut Vec<u8>) -> Option<std::io::Result<usize>> {
     let mut read = std::pin::pin!(stream.read_buf(buf));
     std::future::poll_fn(|cx| match read.as_mut().poll(cx) {

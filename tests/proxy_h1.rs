@@ -444,5 +444,9 @@ fn reads_and_writes_that_would_block_resume() {
     let t = Instant::now();
     s.write_all(b"st: www.example.com.cn\r\n\r\n").unwrap();
     assert!(read_until(&mut s, "path=/split").starts_with("HTTP/1.1 200"));
-    assert!(t.elapsed() < Duration::from_secs(2), "answered after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "answered after {:?}",
+        t.elapsed()
+    );
 }

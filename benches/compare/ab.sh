@@ -17,6 +17,9 @@
 # warm-up, 5 s counted; CPU = utime+stime from /proc/PID/stat). Prints every
 # round and the median CPU µs per request of each, and B's change in %.
 # Differences under ~3% are noise on a shared VM: use ≥ 6 rounds.
+# AB_A_SED / AB_B_SED: a sed script for A's / B's config, e.g. a build from
+# before `defer_accept` against one with it, on a work directory whose
+# config has it: AB_A_SED='/^defer_accept/d'.
 #
 # --callgrind: one build under valgrind's callgrind (CPU 0), 10 s of ROW at
 # 10 connections after a warm-up; prints user-space instructions per request
@@ -78,9 +81,11 @@ port_up 19444 || {
 wait_port 19081 10
 wait_port 19444 10
 
-# B's config: every icpgate port + 10000
+# A's config: the comparison's, edited by AB_A_SED; B's: every icpgate port
+# + 10000, edited by AB_B_SED
+sed -e "${AB_A_SED:-}" "$WORK/icpgate.toml" >"$WORK/icpgate-a.toml"
 sed -E 's/"127\.0\.0\.1:(18080|18443|19090)"/"127.0.0.1:2\1"/; s/"127\.0\.0\.1:21([0-9]{4})"/"127.0.0.1:2\1"/' \
-    "$WORK/icpgate.toml" >"$WORK/icpgate-b.toml"
+    "$WORK/icpgate.toml" | sed -e "${AB_B_SED:-}" >"$WORK/icpgate-b.toml"
 
 load() { # port duration conns -> wrk/tcpload output on stdout
     local port=$1 d=$2 c=$3 sni
@@ -109,7 +114,7 @@ if [ "$CG" = 1 ]; then
     ANN=$(command -v callgrind_annotate) || die "callgrind_annotate missing"
     OUT=$WORK/ab-callgrind.out
     rm -f "$OUT"*
-    taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$A" run --config "$WORK/icpgate.toml" >"$WORK/ab-callgrind.log" 2>&1 &
+    taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$A" run --config "$WORK/icpgate-a.toml" >"$WORK/ab-callgrind.log" 2>&1 &
     VP=$!
     PIDS+=($VP)
     wait_port 19090 300
@@ -126,7 +131,7 @@ if [ "$CG" = 1 ]; then
     exit 0
 fi
 
-AP=$(start "$A" "$WORK/icpgate.toml"); PIDS+=("$AP")
+AP=$(start "$A" "$WORK/icpgate-a.toml"); PIDS+=("$AP")
 BP=$(start "$B" "$WORK/icpgate-b.toml"); PIDS+=("$BP")
 wait_port 19090 60
 wait_port 29090 60

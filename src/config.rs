@@ -118,6 +118,10 @@ pub struct TableConfig {
     /// File source: how often the file is checked for replacement (ms).
     #[serde(default = "default_watch_ms")]
     pub watch_interval_ms: u64,
+    /// File source: also react to the directory's change events (inotify)
+    /// instead of waiting for the next look.
+    #[serde(default = "default_true")]
+    pub watch_events: bool,
     /// Keep a replaced table's memory to build the next one in.
     #[serde(default = "default_true")]
     pub reuse_memory: bool,
@@ -136,6 +140,7 @@ impl Default for TableConfig {
             max_rows: None,
             poll_interval_secs: default_poll(),
             watch_interval_ms: default_watch_ms(),
+            watch_events: true,
             reuse_memory: true,
         }
     }

@@ -64,6 +64,84 @@ fn file_sig(path: &PathBuf) -> Option<FileSig> {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
+/// What a batch of directory events says about the table file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nudge {
+    /// Something was renamed into the directory (or events were lost): the
+    /// table is complete if its inode changed (renamed into place, or a
+    /// symlink swapped as Kubernetes does).
+    Renamed,
+    /// The table file was closed after writing: complete.
+    Written,
+}
+
+/// inotify on the table's directory (the file itself is replaced by
+/// renames, which a watch on it would not follow).
+struct DirEvents {
+    fd: tokio::io::unix::AsyncFd<inotify::Inotify>,
+    name: std::ffi::OsString,
+    buf: Vec<u8>,
+}
+
+impl DirEvents {
+    fn new(path: &std::path::Path) -> std::io::Result<DirEvents> {
+        use inotify::{Inotify, WatchMask};
+        let name = path.file_name().map(|n| n.to_os_string()).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
+        })?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let ino = Inotify::init()?;
+        ino.watches()
+            .add(dir, WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE)?;
+        // SAFETY: `Inotify` owns its descriptor, keeps it open until it is
+        // dropped (with the AsyncFd) and always returns that same one.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(ino, tokio::io::Interest::READABLE)?
+        };
+        Ok(DirEvents {
+            fd,
+            name,
+            buf: vec![0; 4096],
+        })
+    }
+
+    /// The next batch of events that concerns the table. An error: the
+    /// watch is gone (the directory removed) or the descriptor failed.
+    async fn next(&mut self) -> std::io::Result<Nudge> {
+        use inotify::EventMask;
+        let DirEvents { fd, name, buf } = self;
+        loop {
+            let mut ready = fd.readable_mut().await?;
+            let batch = ready.try_io(|ino| {
+                let mut nudge = None;
+                for ev in ino.get_mut().read_events(buf)? {
+                    if ev.mask.contains(EventMask::IGNORED) {
+                        return Err(std::io::Error::other("the directory watch was removed"));
+                    }
+                    let ours = ev.name.is_some_and(|n| n == name.as_os_str());
+                    if ev.mask.contains(EventMask::CLOSE_WRITE) && ours {
+                        nudge = Some(Nudge::Written);
+                    } else if nudge.is_none()
+                        && (ev.mask.contains(EventMask::MOVED_TO)
+                            || ev.mask.contains(EventMask::Q_OVERFLOW))
+                    {
+                        nudge = Some(Nudge::Renamed);
+                    }
+                }
+                Ok(nudge)
+            });
+            match batch {
+                Ok(Ok(Some(n))) => return Ok(n),
+                Ok(Ok(None)) | Err(_) => {}
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+}
+
 /// Load the first table; the proxy does not start without one.
 pub async fn initial(cfg: &TableConfig) -> Result<(Snapshot, Option<String>), String> {
     match (&cfg.path, &cfg.url) {
@@ -293,32 +371,80 @@ impl Reloader {
         (Some(now) != last).then_some(now)
     }
 
-    /// Watch the source: poll the file's signature (debounced: a change is
-    /// loaded once two looks agree) or the URL on its interval.
+    /// Load the file if it still differs from what was loaded last; not if
+    /// a reload (API, SIGHUP) that started since has already read it.
+    async fn load_file_change(&self) {
+        let _serial = self.serial.lock().await;
+        if self.file_changed().is_some() {
+            let r = self.reload_inner(false).await;
+            let _ = self.finish(r);
+        }
+    }
+
+    /// Watch the source: the file's directory events (inotify, unless
+    /// `watch_events = false`) and looks at its signature (debounced: a
+    /// change is loaded once two looks agree), or the URL on its interval.
     pub async fn watch(self: Arc<Self>) {
-        if self.cfg.path.is_some() {
+        if let Some(path) = &self.cfg.path {
             let every = Duration::from_millis(self.cfg.watch_interval_ms.max(50));
-            let mut pending: Option<(SystemTime, u64, u64)> = None;
+            let mut events = None;
+            if self.cfg.watch_events {
+                match DirEvents::new(path) {
+                    Ok(ev) => events = Some(ev),
+                    Err(e) => tracing::warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "cannot watch the table's directory for changes; looking every {} ms",
+                        every.as_millis()
+                    ),
+                }
+            }
+            let mut pending: Option<FileSig> = None;
+            let loaded = |me: &Self| me.state.lock().ok().and_then(|st| st.file_sig);
+            let mut next = tokio::time::Instant::now() + next_look(None, loaded(&self), every);
             loop {
-                // A new inode is a file renamed into place, complete by the
-                // time it appears: confirmed after a short settle. The same
-                // inode changed is a write in place, which may still be
-                // going on: it must be stable for a whole interval.
-                let loaded = self.state.lock().ok().and_then(|st| st.file_sig);
-                tokio::time::sleep(next_look(pending, loaded, every)).await;
-                match (self.file_changed(), pending) {
-                    (Some(sig), Some(p)) if sig == p => {
-                        pending = None;
-                        // Not if a reload (API, SIGHUP) that started since
-                        // has already read this file.
-                        let _serial = self.serial.lock().await;
-                        if self.file_changed().is_some() {
-                            let r = self.reload_inner(false).await;
-                            let _ = self.finish(r);
+                let event = match events.as_mut() {
+                    Some(ev) => tokio::select! {
+                        _ = tokio::time::sleep_until(next) => None,
+                        n = ev.next() => Some(n),
+                    },
+                    None => {
+                        tokio::time::sleep_until(next).await;
+                        None
+                    }
+                };
+                match event {
+                    // An event: load at once if it says the table is
+                    // complete. Event looks leave the debounced looks alone.
+                    Some(Ok(nudge)) => {
+                        if let Some(sig) = self.file_changed() {
+                            let new_inode = Some(sig.2) != loaded(&self).map(|l| l.2);
+                            if nudge == Nudge::Written || new_inode {
+                                self.load_file_change().await;
+                            }
                         }
                     }
-                    (Some(sig), _) => pending = Some(sig),
-                    (None, _) => pending = None,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "table directory events stopped; looking every {} ms", every.as_millis());
+                        events = None;
+                    }
+                    // A look. A new inode is a file renamed into place,
+                    // complete by the time it appears: confirmed after a
+                    // short settle. The same inode changed is a write in
+                    // place, which may still be going on: it must be stable
+                    // for a whole interval.
+                    None => {
+                        match (self.file_changed(), pending) {
+                            (Some(sig), Some(p)) if sig == p => {
+                                pending = None;
+                                self.load_file_change().await;
+                            }
+                            (Some(sig), _) => pending = Some(sig),
+                            (None, _) => pending = None,
+                        }
+                        next =
+                            tokio::time::Instant::now() + next_look(pending, loaded(&self), every);
+                    }
                 }
             }
         } else {

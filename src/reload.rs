@@ -31,6 +31,8 @@ struct State {
     last_error: Option<ReloadReport>,
     etag: Option<String>,
     file_sig: Option<(SystemTime, u64, u64)>,
+    /// What the last reload said (the answer to a request that joined it).
+    last_report: Option<Result<ReloadReport, ReloadReport>>,
 }
 
 pub struct Reloader {
@@ -203,6 +205,7 @@ impl Reloader {
         m.table_reload_failing.set(i64::from(r.is_err()));
         if let Ok(mut st) = self.state.lock() {
             st.last_error = r.as_ref().err().cloned();
+            st.last_report = Some(r.clone());
         }
         match &r {
             Ok(rep) if rep.result == reload_result::SUCCESS => {
@@ -228,8 +231,26 @@ impl Reloader {
     }
 
     /// Reload now. `force` skips the shrink guard.
+    ///
+    /// A request that arrives while another reload runs (the watcher saw
+    /// the same `mv`) waits for it, and if that one read the file as it was
+    /// when this request came, gets its answer instead of a second build
+    /// that could only say "unchanged".
     pub async fn reload(&self, force: bool) -> Result<ReloadReport, ReloadReport> {
-        let _serial = self.serial.lock().await;
+        let asked = self.cfg.path.as_ref().and_then(file_sig);
+        let (_serial, joined) = match self.serial.try_lock() {
+            Ok(g) => (g, false),
+            Err(_) => (self.serial.lock().await, true),
+        };
+        if joined && !force && asked.is_some() {
+            if let Ok(st) = self.state.lock() {
+                if st.file_sig == asked {
+                    if let Some(r) = st.last_report.clone() {
+                        return r;
+                    }
+                }
+            }
+        }
         let r = self.reload_inner(force).await;
         self.finish(r)
     }

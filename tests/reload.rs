@@ -200,6 +200,44 @@ fn directory_events_load_a_change_without_waiting_for_a_look() {
     assert!(json_body(&p.admin_get("/v1/table").1)["last_error"].is_null());
 }
 
+#[test]
+fn a_reload_request_joins_the_watchers_load_of_the_same_file() {
+    let p = Proxy::start_full(
+        http_upstream(),
+        "\"127.0.0.0/8\"",
+        "watch_interval_ms = 3600000",
+        "",
+        "",
+        TABLE,
+    );
+    // A table that takes a while to build, renamed into place: the
+    // directory event starts the watcher's load at once.
+    let tmp = p.dir.path().join("big.tmp");
+    icpgate::synth::write_table(200_000, 7, std::fs::File::create(&tmp).unwrap()).unwrap();
+    std::fs::rename(&tmp, p.table_path()).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    // The API request comes while that load runs, for the same file: it
+    // gets that load's answer, not a second build saying "unchanged".
+    let (s, body) = p.admin_post("/v1/reload");
+    assert_eq!(s, 200, "{body}");
+    let report = &json_body(&body)["report"];
+    assert_eq!(report["result"], "success", "{body}");
+    assert_eq!(report["entries"], 200_000, "{body}");
+    assert_eq!(
+        p.metric("icpgate_table_reloads_total{result=\"success\"}"),
+        1.0
+    );
+    assert_eq!(
+        p.metric("icpgate_table_reloads_total{result=\"unchanged\"}"),
+        0.0
+    );
+
+    // Asked again with nothing running: a real reload, which finds the
+    // file unchanged.
+    let (_, body) = p.admin_post("/v1/reload");
+    assert_eq!(json_body(&body)["report"]["result"], "unchanged", "{body}");
+}
+
 /// A one-file HTTP server for the URL source: serves `body` with an ETag,
 /// answers 304 to a matching If-None-Match, or `status` when set.
 struct Origin {

@@ -361,7 +361,6 @@ mainland = ["127.0.0.0/8"]
 [table]
 path = "$WORK/table-icpgate.csv"
 max_shrink = 0.10
-watch_interval_ms = 250
 
 [policy]
 ip_access = "allow"
@@ -959,8 +958,8 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
         [ -f "$f" ] || continue
         b=${f#"$WORK"/change.}; p=${b%%.*}; v=${b#*.}
         case $v in
-        icpgate-watch) how="CSV replaced (rename), file watcher (watch_interval_ms 250, a renamed file is confirmed by a second look 50 ms later)" ;;
-        icpgate-api) how="CSV replaced (rename) + POST /v1/reload (synchronous)" ;;
+        icpgate-watch) how="CSV replaced (rename), file watcher with its defaults (the directory event loads it at once; looks every 1 s as the fallback)" ;;
+        icpgate-api) how="CSV replaced (rename) + POST /v1/reload (synchronous; joins the watcher's load of the same file)" ;;
         nginx-hup) how="map include file replaced + SIGHUP (reload: new workers parse all 1M entries)" ;;
         haproxy-add) how="runtime API \`add map <file> <name> 1\` (one entry, in memory only)" ;;
         *) how=$v ;;

@@ -11,6 +11,9 @@ use std::sync::OnceLock;
 
 use dashmap::DashSet;
 use socket2::{Domain, Socket, Type};
+use std::future::Future;
+
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Both ends (local, remote) of icpgate's own open upstream connections, to
@@ -234,17 +237,25 @@ impl Upstream {
         // the timeout costs a timer-wheel entry plus a wake-up of the
         // reactor (an eventfd write) because its deadline is the earliest.
         tokio::task::yield_now().await;
-        let quick = std::future::poll_fn(|cx| Poll::Ready(inner.poll_write_ready(cx))).await;
-        match quick {
-            Poll::Ready(r) => r?,
-            Poll::Pending => tokio::time::timeout(timeout, inner.writable())
-                .await
-                .map_err(|_| {
+        let ready = {
+            let mut ready = std::pin::pin!(inner.ready(Interest::WRITABLE));
+            let quick = std::future::poll_fn(|cx| Poll::Ready(ready.as_mut().poll(cx))).await;
+            match quick {
+                Poll::Ready(r) => r?,
+                Poll::Pending => tokio::time::timeout(timeout, ready).await.map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "upstream connect timed out")
                 })??,
-        }
-        if let Some(e) = inner.take_error()? {
-            return Err(e);
+            }
+        };
+        // A failed connect is a closed socket (EPOLLHUP with EPOLLERR): only
+        // then ask for the error (getsockopt SO_ERROR), not on every success.
+        if ready.is_write_closed() || ready.is_error() {
+            return Err(inner.take_error()?.unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "upstream connection closed while connecting",
+                )
+            }));
         }
         inner.set_nodelay(true)?;
         Ok(Tracked { inner, _ends: ends })

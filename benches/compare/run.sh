@@ -201,6 +201,9 @@ px_pids() { # the proxy's root process and its children (nginx master + workers)
     echo "$PX_PID"
     pgrep -P "$PX_PID" 2>/dev/null || true
 }
+cpu1_ticks() { # busy and idle ticks of CPU 1 (the load generators' and upstreams' core)
+    awk '/^cpu1 /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat
+}
 cpu_ticks() { # utime+stime of the proxy's processes (comm may hold spaces: cut at the last ')')
     local p t=0 v
     for p in $(px_pids); do
@@ -633,20 +636,23 @@ measure() { # proxy scenario run: one counted run, appended to res.<proxy>.<scen
     px_alive
     out=$WORK/wrk.$px.$sc.$r.txt
     c0=$(cpu_ticks)
+    read -r b0 i0 < <(cpu1_ticks)
     if [ "$tl" = 1 ]; then
         taskset -c 1 "$TCPLOAD" "${args[@]}" >"$out" 2>&1 || true
     else
         run_wrk "$out" "$DUR" "${args[@]}"
     fi
     c1=$(cpu_ticks)
+    read -r b1 i1 < <(cpu1_ticks)
     if [ "$tl" = 1 ]; then res=$(parse_tcpload "$out"); else res=$(parse_wrk "$out"); fi
-    awk -v r="$res" -v dt=$((c1 - c0)) -v tck="$TCK" -v d="$DUR" 'BEGIN{
+    awk -v r="$res" -v dt=$((c1 - c0)) -v tck="$TCK" -v d="$DUR" -v b=$((b1 - b0)) -v i=$((i1 - i0)) 'BEGIN{
         split(r, v, " ")     # rps p50 p99 reqs non2xx errors
         cpu = dt / tck
         us = (v[4] > 0) ? 1e6 * cpu / v[4] : -1
-        printf "%s %s %s %.2f %.0f %s %s %s\n", v[1], v[2], v[3], us, 100 * cpu / d, v[4], v[5], v[6] }' \
+        busy1 = (b + i > 0) ? 100 * b / (b + i) : -1
+        printf "%s %s %s %.2f %.0f %s %s %s %.0f\n", v[1], v[2], v[3], us, 100 * cpu / d, v[4], v[5], v[6], busy1 }' \
         >>"$WORK/res.$px.$sc"
-    log "$px $sc run $r: $(tail -1 "$WORK/res.$px.$sc")  (rps p50ms p99ms cpu_us/req cpu% reqs non2xx errors)"
+    log "$px $sc run $r: $(tail -1 "$WORK/res.$px.$sc")  (rps p50ms p99ms cpu_us/req cpu% reqs non2xx errors cpu1%)"
 }
 
 # table change: make a blocked name allowed during load; seconds until it is served
@@ -888,6 +894,7 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
             row "proxy CPU µs per connection" "$sc" 4 f1
             ratio_row "CPU per connection ÷ icpgate's" "$sc"
             row "proxy CPU, % of its core" "$sc" 5 int
+            row "CPU 1 (load, upstream) busy, %" "$sc" 9 int
             row "p50 latency" "$sc" 2 ms
             row "p99 latency" "$sc" 3 ms
             row "connections (sum of runs)" "$sc" 6 sum
@@ -897,12 +904,14 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
             row "proxy CPU µs per MB" "$sc" 4 f1
             ratio_row "CPU per MB ÷ icpgate's" "$sc"
             row "proxy CPU, % of its core" "$sc" 5 int
+            row "CPU 1 (load, upstream) busy, %" "$sc" 9 int
             row "MB moved (sum of runs)" "$sc" 6 sum ;;
         *)
             row "requests/s" "$sc" 1 int
             row "proxy CPU µs per request" "$sc" 4 f1
             ratio_row "CPU per request ÷ icpgate's" "$sc"
             row "proxy CPU, % of its core" "$sc" 5 int
+            row "CPU 1 (load, upstream) busy, %" "$sc" 9 int
             row "p50 latency" "$sc" 2 ms
             row "p99 latency" "$sc" 3 ms
             row "requests (sum of runs)" "$sc" 6 sum

@@ -1,6 +1,7 @@
 //! Upstream connections: a fixed address or the original destination, with
 //! an optional fwmark so transparent-mode sockets are not intercepted again.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::task::Poll;
@@ -11,8 +12,6 @@ use std::sync::OnceLock;
 
 use dashmap::DashSet;
 use socket2::{Domain, Socket, Type};
-use std::future::Future;
-
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 

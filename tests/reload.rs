@@ -213,16 +213,26 @@ fn a_reload_request_joins_the_watchers_load_of_the_same_file() {
     // A table that takes a while to build, renamed into place: the
     // directory event starts the watcher's load at once.
     let tmp = p.dir.path().join("big.tmp");
-    icpgate::synth::write_table(200_000, 7, std::fs::File::create(&tmp).unwrap()).unwrap();
+    icpgate::synth::write_table(50_000, 7, std::fs::File::create(&tmp).unwrap()).unwrap();
     std::fs::rename(&tmp, p.table_path()).unwrap();
     std::thread::sleep(Duration::from_millis(30));
     // The API request comes while that load runs, for the same file: it
     // gets that load's answer, not a second build saying "unchanged".
-    let (s, body) = p.admin_post("/v1/reload");
-    assert_eq!(s, 200, "{body}");
+    // Loads run at nice 19: on a busy machine one can take many seconds.
+    let post_reload = || {
+        let mut c = TcpStream::connect(p.admin).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        c.write_all(
+            b"POST /v1/reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        read_to_end(&mut c)
+    };
+    let body = post_reload();
+    assert_eq!(status_of(&body), 200, "{body}");
     let report = &json_body(&body)["report"];
     assert_eq!(report["result"], "success", "{body}");
-    assert_eq!(report["entries"], 200_000, "{body}");
+    assert_eq!(report["entries"], 50_000, "{body}");
     assert_eq!(
         p.metric("icpgate_table_reloads_total{result=\"success\"}"),
         1.0
@@ -234,7 +244,7 @@ fn a_reload_request_joins_the_watchers_load_of_the_same_file() {
 
     // Asked again with nothing running: a real reload, which finds the
     // file unchanged.
-    let (_, body) = p.admin_post("/v1/reload");
+    let body = post_reload();
     assert_eq!(json_body(&body)["report"]["result"], "unchanged", "{body}");
 }
 

@@ -143,17 +143,22 @@ fn sighup_reloads_and_post_needs_the_token() {
     assert_eq!(json_body(&body)["report"]["result"], "unchanged");
 }
 
-#[test]
-fn directory_events_load_a_change_without_waiting_for_a_look() {
-    // Looks once an hour: only the directory's events can load a change.
-    let p = Proxy::start_full(
+/// A proxy whose watcher looks once an hour: only the directory's events
+/// (or a request) can load a change.
+fn events_only() -> Proxy {
+    Proxy::start_full(
         http_upstream(),
         "\"127.0.0.0/8\"",
         "watch_interval_ms = 3600000",
         "",
         "",
         TABLE,
-    );
+    )
+}
+
+#[test]
+fn directory_events_load_a_change_without_waiting_for_a_look() {
+    let p = events_only();
     let filed = |host: &str| decision(&p, host)["reason"] == "filed";
     let row = |d: &str| format!("{d},京ICP备1号-1,filed,active,,\n");
     let t = Instant::now();
@@ -202,14 +207,7 @@ fn directory_events_load_a_change_without_waiting_for_a_look() {
 
 #[test]
 fn a_reload_request_joins_the_watchers_load_of_the_same_file() {
-    let p = Proxy::start_full(
-        http_upstream(),
-        "\"127.0.0.0/8\"",
-        "watch_interval_ms = 3600000",
-        "",
-        "",
-        TABLE,
-    );
+    let p = events_only();
     // A table that takes a while to build, renamed into place: the
     // directory event starts the watcher's load at once.
     let tmp = p.dir.path().join("big.tmp");

@@ -247,15 +247,9 @@ fn other_protocols_follow_ip_access_policy() {
     assert!(closed_by_peer(&mut s));
 }
 
-/// Long flows move to splice(2) after the first MiB in each direction: a
-/// 6 MiB echo must come back intact, and a half-close must still pass the
-/// EOF on and let the other direction finish.
-#[test]
-fn bulk_both_ways_survives_the_switch_to_splice() {
-    use sha2::Digest;
-    use std::io::Read;
-    // Echo upstream: every byte back (the hello included), then EOF after
-    // the client's EOF.
+/// Echo upstream: every byte back (the hello included), then EOF after the
+/// client's EOF.
+fn echo_upstream() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let up = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -268,6 +262,17 @@ fn bulk_both_ways_survives_the_switch_to_splice() {
             });
         }
     });
+    up
+}
+
+/// Long flows move to splice(2) after the first MiB in each direction: a
+/// 6 MiB echo must come back intact, and a half-close must still pass the
+/// EOF on and let the other direction finish.
+#[test]
+fn bulk_both_ways_survives_the_switch_to_splice() {
+    use sha2::Digest;
+    use std::io::Read;
+    let up = echo_upstream();
     let proxy = Proxy::start(up, "\"127.0.0.0/8\"", "");
     let mut data = client_hello(&["www.example.com.cn"]);
     data.extend((0..6u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8));
@@ -339,4 +344,74 @@ fn upstream_refusing_or_silent_fails_within_connect_timeout() {
         );
     }
     assert_eq!(proxy.metric(ERRORS), 2.0);
+}
+
+/// `idle_timeout_secs`: a forwarded connection with no bytes either way is
+/// closed after the idle time (up to a quarter more: the watchdog looks
+/// four times per period), and one that keeps talking, for well over the
+/// idle time in total, is not.
+#[test]
+fn idle_passthrough_is_closed_and_a_talking_one_is_not() {
+    use std::io::Read;
+    use std::time::Instant;
+    let up = echo_upstream();
+    let proxy = Proxy::start(up, "\"127.0.0.0/8\"", "[limits]\nidle_timeout_secs = 1\n");
+    let hello = client_hello(&["www.example.com.cn"]);
+    let open = |s: &mut TcpStream| {
+        s.write_all(&hello).unwrap();
+        let mut back = vec![0u8; hello.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, hello, "the echo of the hello");
+    };
+    let mut silent = TcpStream::connect(proxy.addr).unwrap();
+    let mut talking = TcpStream::connect(proxy.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    talking
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    open(&mut silent);
+    let silent_since = Instant::now();
+    open(&mut talking);
+
+    // One byte each way every 200 ms for 2.6 s: never idle for a second.
+    let mut closed_after = None;
+    for i in 0..13u8 {
+        std::thread::sleep(Duration::from_millis(200));
+        talking.write_all(&[i]).unwrap();
+        let mut b = [0u8; 1];
+        talking.read_exact(&mut b).unwrap();
+        assert_eq!(
+            b[0],
+            i,
+            "talking connection cut after {} ms",
+            200 * (u32::from(i) + 1)
+        );
+        if closed_after.is_none() {
+            silent.set_nonblocking(true).unwrap();
+            if matches!(silent.read(&mut b), Ok(0)) {
+                closed_after = Some(silent_since.elapsed());
+            }
+            silent.set_nonblocking(false).unwrap();
+        }
+    }
+    let closed_after = closed_after.expect("the silent connection was still open after 2.6 s");
+    assert!(
+        closed_after >= Duration::from_millis(950) && closed_after < Duration::from_millis(1900),
+        "silent connection closed after {closed_after:?}, idle timeout 1 s"
+    );
+
+    // Now the talking one goes quiet: closed within the idle second and
+    // its quarter (plus slack for a loaded machine), not left open.
+    let quiet_since = Instant::now();
+    assert!(
+        closed_by_peer(&mut talking),
+        "a quiet connection was left open"
+    );
+    let waited = quiet_since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_millis(1900),
+        "quiet connection closed after {waited:?}, idle timeout 1 s"
+    );
 }

@@ -408,18 +408,29 @@ impl Reloader {
     pub async fn watch(self: Arc<Self>) {
         if let Some(path) = &self.cfg.path {
             let every = Duration::from_millis(self.cfg.watch_interval_ms.max(50));
-            let mut events = None;
-            if self.cfg.watch_events {
-                match DirEvents::new(path) {
-                    Ok(ev) => events = Some(ev),
-                    Err(e) => tracing::warn!(
-                        path = %path.display(),
-                        error = %e,
-                        "cannot watch the table's directory for changes; looking every {} ms",
-                        every.as_millis()
-                    ),
+            // The directory's events, when they can be had: if the watch
+            // cannot be set up or is lost (the directory removed, as when a
+            // volume is re-mounted), the looks go on alone and each look
+            // tries to set it up again.
+            let arm = |warn: bool| match DirEvents::new(path) {
+                Ok(ev) => Some(ev),
+                Err(e) => {
+                    if warn {
+                        tracing::warn!(
+                            path = %path.display(),
+                            error = %e,
+                            "cannot watch the table's directory for changes; looking every {} ms",
+                            every.as_millis()
+                        );
+                    }
+                    None
                 }
-            }
+            };
+            let mut events = if self.cfg.watch_events {
+                arm(true)
+            } else {
+                None
+            };
             let mut pending: Option<FileSig> = None;
             let loaded = |me: &Self| me.state.lock().ok().and_then(|st| st.file_sig);
             let mut next = tokio::time::Instant::now() + next_look(None, loaded(&self), every);
@@ -446,7 +457,7 @@ impl Reloader {
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "table directory events stopped; looking every {} ms", every.as_millis());
+                        tracing::warn!(error = %e, "table directory events stopped; looking every {} ms until they can be had again", every.as_millis());
                         events = None;
                     }
                     // A look. A new inode is a file renamed into place,
@@ -455,6 +466,12 @@ impl Reloader {
                     // place, which may still be going on: it must be stable
                     // for a whole interval.
                     None => {
+                        if events.is_none() && self.cfg.watch_events {
+                            events = arm(false);
+                            if events.is_some() {
+                                tracing::info!(path = %path.display(), "watching the table's directory again");
+                            }
+                        }
                         match (self.file_changed(), pending) {
                             (Some(sig), Some(p)) if sig == p => {
                                 pending = None;

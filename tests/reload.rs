@@ -205,6 +205,64 @@ fn directory_events_load_a_change_without_waiting_for_a_look() {
     assert!(json_body(&p.admin_get("/v1/table").1)["last_error"].is_null());
 }
 
+/// The table's directory removed (a volume unmounted, a deploy that
+/// deletes and recreates it): the last good table keeps serving, the
+/// watcher falls back to its looks, and once the directory is back it
+/// watches its events again — a later rename is live long before the next
+/// look (looks every 4 s here).
+#[test]
+fn the_watcher_watches_a_recreated_directory_again() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tables");
+    std::fs::create_dir(&dir).unwrap();
+    let table = dir.join("table.csv");
+    std::fs::write(&table, TABLE).unwrap();
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = format!(
+        "[[listener]]\naddr = \"127.0.0.1:{}\"\nupstream = \"{}\"\n\
+         [regions]\nmainland = [\"127.0.0.0/8\"]\n\
+         [table]\npath = \"{}\"\nwatch_interval_ms = 4000\n\
+         [admin]\naddr = \"{admin}\"\n",
+        free_port(),
+        http_upstream(),
+        table.display()
+    );
+    let _p = spawn_config(&cfg, admin);
+    let filed = |host: &str| {
+        let (s, body) = http_raw(
+            admin,
+            &format!(
+                "GET /v1/decision?host={host} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert_eq!(s, 200, "{body}");
+        json_body(&body)["reason"] == "filed"
+    };
+    let row = |d: &str| format!("{d},京ICP备1号-1,filed,active,,\n");
+    assert!(filed("www.example.com.cn"));
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(filed("www.example.com.cn"), "the last good table must stay");
+
+    // Back, with a new table: found by a look.
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(&table, table_with(&row("back.cn"))).unwrap();
+    assert!(wait_for(|| filed("back.cn")), "recreated table not loaded");
+
+    // The look that loaded it was just now; the next is ~4 s away. A
+    // rename is live well before it only if the events are watched again.
+    let t = Instant::now();
+    let rows = format!("{}{}", row("back.cn"), row("evented.cn"));
+    replace(&table, &table_with(&rows));
+    assert!(wait_for(|| filed("evented.cn")), "rename not picked up");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "rename took {:?}: directory events not watched again",
+        t.elapsed()
+    );
+}
+
 #[test]
 fn a_reload_request_joins_the_watchers_load_of_the_same_file() {
     let p = events_only();

@@ -395,6 +395,10 @@ impl Config {
                 "[runtime] workers: at most {MAX_WORKERS} (0 = one per CPU)"
             ));
         }
+        if self.limits.idle_timeout_secs == 0 {
+            // 0 would cut every tunnel at its first pause, not "no limit".
+            return Err("[limits] idle_timeout_secs: at least 1".into());
+        }
         if self.limits.max_sniff_bytes < 512 {
             return Err("[limits] max_sniff_bytes: at least 512".into());
         }

@@ -175,6 +175,10 @@ fn bad_config_names_the_key() {
         ("[policy]\nip_acess = \"allow\"\n", "ip_acess"),
         ("[block]\ntls = \"maybe\"\n", "tls"),
         ("[runtime]\nworkers = 100000\n", "[runtime] workers"),
+        (
+            "[limits]\nidle_timeout_secs = 0\n",
+            "[limits] idle_timeout_secs",
+        ),
     ] {
         std::fs::write(&p, format!("[table]\npath = \"x.csv\"\n{section}")).unwrap();
         let o = icpgate(&["run", "--config", p.to_str().unwrap()]);

@@ -8,10 +8,11 @@
 //! pipe, so bulk data goes socket → pipe → socket inside the kernel with no
 //! copy through user space (short connections never pay for the pipe).
 //!
-//! Idle timeout: each read that moves bytes bumps a counter (no clock read
-//! per read); a watchdog looks at it every quarter of the idle period, and
-//! closes the pair once it has not moved for a whole period. So a silent
-//! pair is closed between `idle` and `1.25 × idle` after its last byte.
+//! Idle timeout: each read that moves bytes (and each splice out of the
+//! pipe) bumps a counter, with no clock read; a watchdog looks at it every
+//! quarter of the idle period and closes the pair once it has not moved for
+//! a whole period. So a silent pair is closed between `idle` and
+//! `1.25 × idle` after its last byte.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -96,7 +97,11 @@ async fn splice_rest(r: &ReadHalf<'_>, w: &WriteHalf<'_>, moved: &AtomicU64) -> 
                 .as_ref()
                 .try_io(Interest::WRITABLE, || splice(pr.as_raw_fd(), wfd, left))
             {
-                Ok(m) => left -= m,
+                Ok(m) => {
+                    left -= m;
+                    // A slow reader draining a full pipe is not idle.
+                    moved.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }

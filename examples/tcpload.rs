@@ -17,6 +17,15 @@
 //!       for SECS; prints `bytes=N mb_per_s=R`
 //!   tcpload once ADDR SNI REPLY_BYTES
 //!       one exchange; prints `ok` or `closed` (exit 0 either way)
+//!   tcpload halfclose ADDR SNI REPLY_BYTES
+//!       one exchange, then the marker below and the client's EOF
+//!       (`shutdown(SHUT_WR)`); the upstream answers a marked connection's
+//!       EOF with a last record before it closes. Prints `passed` if that
+//!       record comes back (the proxy passed the half-close on and kept the
+//!       other direction open), else `failed`
+//!
+//! `serve` looks for the marker only at the start of the first read after
+//! its reply, so the load rows (which never send it) cost the same.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +33,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// Sent by `halfclose` after the reply: "answer my EOF".
+const MARKER: &[u8] = b"icpgate-compare half-close?";
+/// The upstream's answer to a marked connection's EOF.
+const LAST: &[u8] = b"icpgate-compare: the server's last words";
 
 fn hello(sni: &str) -> Vec<u8> {
     let mut exts = icpgate::sniff::tls::sni_extension(&[sni]);
@@ -56,8 +70,25 @@ async fn serve(addr: SocketAddr, reply: usize) {
                 return;
             }
             let mut sink = vec![0u8; 256 * 1024];
+            // The first bytes after the reply, while they may be the marker
+            // (a proxy may pass it on in pieces).
+            let mut head: Option<Vec<u8>> = Some(Vec::new());
+            let mut marked = false;
             while let Ok(n) = s.read(&mut sink).await {
+                if let Some(h) = head.as_mut() {
+                    let take = (MARKER.len() - h.len()).min(n);
+                    h.extend_from_slice(&sink[..take]);
+                    if !MARKER.starts_with(h) || n == 0 {
+                        head = None;
+                    } else if h.len() == MARKER.len() {
+                        marked = true;
+                        head = None;
+                    }
+                }
                 if n == 0 {
+                    if marked {
+                        let _ = s.write_all(LAST).await;
+                    }
                     break;
                 }
             }
@@ -181,7 +212,28 @@ fn main() {
                     }
                 );
             }
-            _ => eprintln!("usage: tcpload serve|conns|bulk|once ... (see the source)"),
+            "halfclose" => {
+                let r = tokio::time::timeout(Duration::from_secs(5), async {
+                    let mut s =
+                        exchange(addr, &hello(&arg(3)), arg(4).parse().expect("REPLY_BYTES"))
+                            .await?;
+                    s.write_all(MARKER).await?;
+                    s.shutdown().await?;
+                    let mut rest = Vec::new();
+                    s.read_to_end(&mut rest).await?;
+                    Ok::<_, std::io::Error>(rest)
+                })
+                .await;
+                println!(
+                    "{}",
+                    if matches!(&r, Ok(Ok(rest)) if rest.as_slice() == LAST) {
+                        "passed"
+                    } else {
+                        "failed"
+                    }
+                );
+            }
+            _ => eprintln!("usage: tcpload serve|conns|bulk|once|halfclose ... (see the source)"),
         }
     });
 }

@@ -38,7 +38,9 @@
 #       nginx           http: map $host (hostnames, ".apex 1;" = apex + all
 #                       subdomains) -> return 403 | proxy_pass (keepalive);
 #                       stream: ssl_preread + the same map on
-#                       $ssl_preread_server_name -> upstream | a `return ""` blackhole
+#                       $ssl_preread_server_name -> upstream | a `return ""` blackhole,
+#                       proxy_half_close on (the others pass a half-close on
+#                       by default; each is checked with `tcpload halfclose`)
 #       haproxy-map_str map_str on the exact host, then (if absent) map_str on
 #                       the host minus its first label (field(2,.,0)) - covers
 #                       apex and www.<apex>; not a PSL walk
@@ -478,6 +480,10 @@ stream {
     server {
         listen 127.0.0.1:${TP[nginx]} backlog=4096;
         ssl_preread on;
+        # The same job as the others: pass a client's EOF on and keep the
+        # server's side open (the default, off, closes both at the first
+        # EOF and loses the server's last bytes; checked before the load)
+        proxy_half_close on;
         proxy_pass \$icp_up;
     }
     server {
@@ -712,13 +718,17 @@ change_test() { # proxy variant
 }
 
 sanity() { # proxy -> one line of observed statuses
-    local px=$1 a b c d e f g agree=0 total=0 h want got
+    local px=$1 a b c d e f g hc agree=0 total=0 h want got
     a=$(http_code "$(grep -v '^www\.' "$WORK/hosts_ok.txt" | sed -n 1p)")
     b=$(http_code "$(grep '^www\.' "$WORK/hosts_ok.txt" | sed -n 1p)")
     c=$(http_code "$(head -1 "$WORK/hosts_unfiled.txt")")
     d=$(http_code "$(head -1 "$WORK/hosts_rowblocked.txt")")
     e=$(tls_code "$SNI")
     f=$(tls_code "$SNI_BLOCKED")
+    # the same job on TLS: a client's half-close is passed on and the
+    # server's answer to it still comes back (SPEC: half-closes work)
+    hc=$(taskset -c 1 "$TCPLOAD" halfclose "127.0.0.1:$TPORT" "$SNI" 4096 || true)
+    [ "$hc" = passed ] || die "$px loses the server's answer after a client's half-close (tcpload halfclose: $hc)"
     # does the blocked answer keep the connection? (curl reuses it for a 2nd URL)
     g=$(curl -sv -o /dev/null -o /dev/null -m 5 -H "Host: $(head -1 "$WORK/hosts_unfiled.txt")" \
         "http://127.0.0.1:$HPORT/" "http://127.0.0.1:$HPORT/" 2>&1 | grep -c 'Re-using existing connection' || true)
@@ -739,7 +749,7 @@ sanity() { # proxy -> one line of observed statuses
     got=$(wc -c <"$WORK/page.$px.html")
     grep -qF "$h" "$WORK/page.$px.html" && [ "$got" -ge $((want - 64)) ] && [ "$got" -le $((want + 64)) ] ||
         die "$px answers an unfiled name with $got bytes, not the ~$want-byte block page naming it (see $WORK/page.$px.html)"
-    echo "$a $b $c $d $e $f $([ "$g" -gt 0 ] && echo kept || echo closed) $agree/$total $got"
+    echo "$a $b $c $d $e $f $hc $([ "$g" -gt 0 ] && echo kept || echo closed) $agree/$total $got"
 }
 
 # ---------------------------------------------------------------- measuring, interleaved
@@ -979,11 +989,11 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo
     echo "### Checks (after start, before load)"
     echo
-    echo "| proxy | apex allowed | www.apex allowed | unfiled | blocked row | TLS allowed SNI | TLS unfiled SNI | block answer keeps conn? | agrees with allow list (100 names) | block page bytes |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| proxy | apex allowed | www.apex allowed | unfiled | blocked row | TLS allowed SNI | TLS unfiled SNI | TLS half-close | block answer keeps conn? | agrees with allow list (100 names) | block page bytes |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
     for p in "${PXCOLS[@]}"; do echo "| $p | $(echo "${SANE[$p]:-}" | sed 's/ / | /g') |"; done
     echo
-    echo "(HTTP status codes; TLS: ok = the upstream's answer came back, closed = refused before it.)"
+    echo "(HTTP status codes; TLS: ok = the upstream's answer came back, closed = refused before it; half-close: \`tcpload halfclose\`, the server's answer to the client's EOF came back.)"
     echo
     if [ -n "$PERF_TOP" ]; then
         echo "### Where icpgate spends CPU (perf record -g, 5 s of the keep-alive 50%-allowed load, --no-children, top symbols)"

@@ -145,6 +145,10 @@ fn script(path: &str) -> Act {
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig".to_vec(),
         ),
         "/bye" => Act::SendClose(ok("bye")),
+        "/ka" => Act::Send(KA_RESPONSE.to_vec()),
+        "/ka-named" => Act::Send(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nkn".to_vec(),
+        ),
         "/big" => {
             let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").into_bytes();
             r.extend((0..BIG).map(|i| (i % 251) as u8));
@@ -153,6 +157,10 @@ fn script(path: &str) -> Act {
         p => Act::Send(ok(&format!("path={p}"))),
     }
 }
+
+/// What nginx and most servers answer on a kept connection.
+const KA_RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nka";
 
 /// Larger than any socket buffer on loopback: the proxy's writes to a
 /// client that does not read must block and resume.
@@ -449,4 +457,52 @@ fn reads_and_writes_that_would_block_resume() {
         "answered after {:?}",
         t.elapsed()
     );
+}
+
+/// `Connection: keep-alive` alone (what browsers send and servers answer)
+/// is what icpgate would say on each leg itself, so such a head goes out
+/// byte for byte; any other hop-by-hop header still sends the head through
+/// a rewrite that drops them, and the connections stay in step.
+#[test]
+fn keep_alive_alone_passes_as_is_and_other_hop_headers_go() {
+    let up = upstream(script);
+    let p = Proxy::start(up.addr, "\"127.0.0.0/8\"", "[runtime]\nworkers = 1\n");
+    let mut s = connect(&p);
+    let ka = "GET /ka HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: keep-alive\r\n\r\n";
+    s.write_all(ka.as_bytes()).unwrap();
+    let got = read_until(&mut s, "\r\n\r\nka");
+    assert_eq!(got.as_bytes(), KA_RESPONSE, "response head rewritten");
+    assert_eq!(
+        up.seen.lock().unwrap()[0],
+        ka.as_bytes(),
+        "request head rewritten"
+    );
+
+    // Other hop-by-hop headers: removed both ways, `Connection` with them.
+    s.write_all(
+        b"GET /ka-named HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=9\r\n\r\n",
+    )
+    .unwrap();
+    let got = read_until(&mut s, "\r\n\r\nkn");
+    assert_eq!(got, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nkn");
+    assert_eq!(
+        String::from_utf8_lossy(&up.seen.lock().unwrap()[1]),
+        "GET /ka-named HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n"
+    );
+
+    // Still in step, on one upstream connection; `Connection: close` from
+    // the client is still the client's own.
+    s.write_all(b"GET /ka HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    assert_eq!(
+        rest,
+        "HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nka"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&up.seen.lock().unwrap()[2]),
+        "GET /ka HTTP/1.1\r\nHost: www.example.com.cn\r\n\r\n"
+    );
+    assert_eq!(up.conns.load(Ordering::SeqCst), 1);
 }

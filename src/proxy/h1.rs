@@ -813,6 +813,18 @@ fn content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
+/// A `Connection` value that says only `keep-alive` (at least once).
+fn only_keep_alive(v: &[u8]) -> bool {
+    let mut any = false;
+    for t in tokens(v) {
+        if !t.eq_ignore_ascii_case(b"keep-alive") {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 /// Headers that describe one hop (RFC 9110 §7.6.1), besides those the
 /// `Connection` header names.
 fn is_hop_header(n: &str) -> bool {
@@ -967,6 +979,8 @@ fn plan(
     let mut te_chunked_last = false;
     let mut bad = false;
     let mut hop = false;
+    // A hop-by-hop header other than `Connection: keep-alive`.
+    let mut hop_other = false;
     let mut close = http10;
     let mut conn_upgrade = false;
     let mut upgrade_hdr = false;
@@ -991,6 +1005,7 @@ fn plan(
             }
         } else if eq(n, "connection") {
             hop = true;
+            hop_other |= !only_keep_alive(h.value);
             for t in tokens(h.value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -1002,6 +1017,7 @@ fn plan(
             }
         } else if is_hop_header(n) {
             hop = true;
+            hop_other = true;
         } else if eq(n, "upgrade") {
             upgrade_hdr = true;
             if tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"h2c")) {
@@ -1038,7 +1054,10 @@ fn plan(
     let f = Fwd {
         start,
         end,
-        verbatim: !hop && !te_and_cl && !abs_form && !h2c,
+        // `Connection: keep-alive` alone on HTTP/1.1 is what we would say
+        // to the upstream ourselves (its pooled connection stays open): it
+        // may go as it came.
+        verbatim: (!hop || (!hop_other && !http10)) && !te_and_cl && !abs_form && !h2c,
         body,
         close,
         upgrade,
@@ -1103,6 +1122,8 @@ fn plan_response(
     let mut te = false;
     let mut te_chunked_last = false;
     let mut hop = false;
+    // A hop-by-hop header other than `Connection: keep-alive`.
+    let mut hop_other = false;
     let mut up_close = !http11;
     let mut named = Named::new();
     for h in resp.headers.iter() {
@@ -1120,6 +1141,7 @@ fn plan_response(
                 .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
         } else if eq(n, "connection") {
             hop = true;
+            hop_other |= !only_keep_alive(h.value);
             for t in tokens(h.value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     up_close = true;
@@ -1133,6 +1155,7 @@ fn plan_response(
             }
         } else if is_hop_header(n) {
             hop = true;
+            hop_other = true;
         }
     }
     let tunnel = (status == 101 && f.upgrade) || (f.connect && (200..300).contains(&status));
@@ -1156,7 +1179,10 @@ fn plan_response(
     };
     let start = skip_empty_lines(&ubuf[..end]);
     let add_close = (f.close || body == Body::UntilClose) && !tunnel;
-    let verbatim = tunnel || (!hop && !add_close);
+    // `Connection: keep-alive` alone on an HTTP/1.1 response the client's
+    // connection outlives is what we would tell the client ourselves: it
+    // may go as it came (no rewrite of the head).
+    let verbatim = tunnel || (!add_close && (!hop || (!hop_other && http11)));
     let r = Resp {
         start,
         end,

@@ -24,8 +24,9 @@
 //!       record comes back (the proxy passed the half-close on and kept the
 //!       other direction open), else `failed`
 //!
-//! `serve` looks for the marker only at the start of the first read after
-//! its reply, so the load rows (which never send it) cost the same.
+//! `serve` looks for the marker only in the first bytes after its reply
+//! (until they differ from it), so the load rows (which never send it)
+//! cost the same.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

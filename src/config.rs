@@ -399,6 +399,46 @@ impl Config {
             // 0 would cut every tunnel at its first pause, not "no limit".
             return Err("[limits] idle_timeout_secs: at least 1".into());
         }
+        // Durations become deadlines (now + duration): bounded, so a huge
+        // value meant as "no limit" is an error here, not an overflow later.
+        const DAY: u64 = 86_400;
+        for (key, v, max) in [
+            (
+                "[limits] server_first_wait_ms",
+                self.limits.server_first_wait_ms,
+                DAY * 1000,
+            ),
+            (
+                "[limits] header_timeout_ms",
+                self.limits.header_timeout_ms,
+                DAY * 1000,
+            ),
+            (
+                "[limits] upstream_connect_timeout_ms",
+                self.limits.upstream_connect_timeout_ms,
+                DAY * 1000,
+            ),
+            (
+                "[limits] idle_timeout_secs",
+                self.limits.idle_timeout_secs,
+                365 * DAY,
+            ),
+            ("[limits] drain_secs", self.limits.drain_secs, DAY),
+            (
+                "[table] watch_interval_ms",
+                self.table.watch_interval_ms,
+                DAY * 1000,
+            ),
+            (
+                "[table] poll_interval_secs",
+                self.table.poll_interval_secs,
+                DAY,
+            ),
+        ] {
+            if v > max {
+                return Err(format!("{key}: at most {max}"));
+            }
+        }
         if self.limits.max_sniff_bytes < 512 {
             return Err("[limits] max_sniff_bytes: at least 512".into());
         }

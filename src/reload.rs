@@ -96,8 +96,10 @@ impl DirEvents {
             _ => std::path::Path::new("."),
         };
         let ino = Inotify::init()?;
-        ino.watches()
-            .add(dir, WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE)?;
+        ino.watches().add(
+            dir,
+            WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE | WatchMask::MOVE_SELF,
+        )?;
         // SAFETY: `Inotify` owns its descriptor, keeps it open until it is
         // dropped (with the AsyncFd) and always returns that same one.
         let fd = unsafe {
@@ -122,6 +124,10 @@ impl DirEvents {
                 for ev in ino.get_mut().read_events(buf)? {
                     if ev.mask.contains(EventMask::IGNORED) {
                         return Err(std::io::Error::other("the directory watch was removed"));
+                    }
+                    // Renamed away: the watch would follow it, not the path.
+                    if ev.mask.contains(EventMask::MOVE_SELF) {
+                        return Err(std::io::Error::other("the directory was renamed"));
                     }
                     let ours = ev.name.is_some_and(|n| n == name.as_os_str());
                     if ev.mask.contains(EventMask::CLOSE_WRITE) && ours {

@@ -179,6 +179,15 @@ fn bad_config_names_the_key() {
             "[limits]\nidle_timeout_secs = 0\n",
             "[limits] idle_timeout_secs",
         ),
+        // "No limit" spelt as a huge number: refused, not an overflow.
+        (
+            "[limits]\nidle_timeout_secs = 9223372036854775807\n",
+            "[limits] idle_timeout_secs: at most",
+        ),
+        (
+            "[limits]\nheader_timeout_ms = 9223372036854775807\n",
+            "[limits] header_timeout_ms: at most",
+        ),
     ] {
         std::fs::write(&p, format!("[table]\npath = \"x.csv\"\n{section}")).unwrap();
         let o = icpgate(&["run", "--config", p.to_str().unwrap()]);

@@ -212,6 +212,17 @@ fn directory_events_load_a_change_without_waiting_for_a_look() {
 /// look (looks every 4 s here).
 #[test]
 fn the_watcher_watches_a_recreated_directory_again() {
+    directory_comes_back(false);
+}
+
+/// The same with the directory renamed away instead of removed (its watch
+/// would follow the old directory).
+#[test]
+fn the_watcher_watches_a_directory_recreated_after_a_rename() {
+    directory_comes_back(true);
+}
+
+fn directory_comes_back(renamed: bool) {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("tables");
     std::fs::create_dir(&dir).unwrap();
@@ -241,7 +252,11 @@ fn the_watcher_watches_a_recreated_directory_again() {
     let row = |d: &str| format!("{d},京ICP备1号-1,filed,active,,\n");
     assert!(filed("www.example.com.cn"));
 
-    std::fs::remove_dir_all(&dir).unwrap();
+    if renamed {
+        std::fs::rename(&dir, root.path().join("tables.old")).unwrap();
+    } else {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     std::thread::sleep(Duration::from_millis(300));
     assert!(filed("www.example.com.cn"), "the last good table must stay");
 

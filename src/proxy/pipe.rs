@@ -8,11 +8,11 @@
 //! pipe, so bulk data goes socket → pipe → socket inside the kernel with no
 //! copy through user space (short connections never pay for the pipe).
 //!
-//! Idle timeout: each read that moves bytes (and each splice out of the
-//! pipe) bumps a counter, with no clock read; a watchdog looks at it every
-//! quarter of the idle period and closes the pair once it has not moved for
-//! a whole period. So a silent pair is closed between `idle` and
-//! `1.25 × idle` after its last byte.
+//! Idle timeout: each read and each write that moves bytes bumps a counter,
+//! with no clock read; a watchdog looks at it every quarter of the idle
+//! period and closes the pair once it has not moved for a whole period. So
+//! a silent pair is closed between `idle` and `1.25 × idle` after its last
+//! byte.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -133,7 +133,19 @@ async fn one_way(
             Ok(n) => n,
         };
         moved.fetch_add(1, Ordering::Relaxed);
-        if w.write_all(&buf).await.is_err() {
+        // Written piece by piece, each counted: a slow reader that keeps
+        // taking bytes is not idle.
+        let mut off = 0;
+        while off < n {
+            match w.write(&buf[off..n]).await {
+                Ok(0) | Err(_) => break,
+                Ok(m) => {
+                    off += m;
+                    moved.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if off < n {
             break;
         }
         total += n as u64;

@@ -113,7 +113,8 @@ impl DirEvents {
     }
 
     /// The next batch of events that concerns the table. An error: the
-    /// watch is gone (the directory removed) or the descriptor failed.
+    /// watch is gone (the directory removed or renamed away) or the
+    /// descriptor failed.
     async fn next(&mut self) -> std::io::Result<Nudge> {
         use inotify::EventMask;
         let DirEvents { fd, name, buf } = self;
@@ -415,8 +416,8 @@ impl Reloader {
         if let Some(path) = &self.cfg.path {
             let every = Duration::from_millis(self.cfg.watch_interval_ms.max(50));
             // The directory's events, when they can be had: if the watch
-            // cannot be set up or is lost (the directory removed, as when a
-            // volume is re-mounted), the looks go on alone and each look
+            // cannot be set up or is lost (the directory removed or renamed
+            // away, a volume re-mounted), the looks go on alone and each look
             // tries to set it up again.
             let arm = |warn: bool| match DirEvents::new(path) {
                 Ok(ev) => Some(ev),

@@ -46,9 +46,12 @@
 #                       apex and www.<apex>; not a PSL walk
 #       haproxy-map_dom map_dom on the host: a linear scan of the 1M patterns
 #   * TLS rows (examples/tcpload: a 1.9 KB ClientHello carrying the SNI, then
-#     opaque bytes; no crypto, so CPU 1 is not the limit): new connections/s
-#     (hello -> 4 KiB answer -> close, 50 at a time) and one connection's
-#     bulk throughput
+#     opaque bytes; no crypto): new connections/s (hello -> 4 KiB answer ->
+#     close, 50 at a time) and one connection's bulk throughput. CPU 1 runs
+#     both ends and is the limit there, so both rows run again with the
+#     proxy held to CMP_CAP% (35) of CPU 0 by a cpu cgroup quota (v2
+#     cpu.max or v1 cfs_quota; skipped if neither is writable): the proxy is
+#     then the limit and connections/s, MB/s are its throughput on that CPU
 #   * latency at a fixed rate: half the slowest contender's keep-alive peak
 #     (map_dom excluded: it peaks at ~50 req/s), p50/p99 (a second pass)
 #   * per proxy and scenario: 1 s warm-up, then RUNS runs of DUR s; each cell
@@ -66,7 +69,9 @@
 #     is installed: top symbols
 #   * prints Markdown tables; writes them also to benches/compare/RESULTS.md
 #
-# Environment: CMP_ROWS (1000000), CMP_HOSTS (100000), CMP_RUNS (5), CMP_DUR (5), CMP_CONNS (50), CMP_PROXIES (space-separated
+# Environment: CMP_ROWS (1000000), CMP_HOSTS (100000), CMP_RUNS (5), CMP_DUR (5), CMP_CONNS (50), CMP_CAP (35), CMP_SCEN (a
+# subset of "ka ka_ok close unfiled tls_conns tls_bulk tls_conns_cap tls_bulk_cap"; the fixed
+# rate and table change need ka_ok), CMP_PROXIES (space-separated
 # subset of "icpgate nginx haproxy-map_str haproxy-map_dom"), CMP_KEEP=0 to
 # delete the work directory, CMP_PERF=0 to skip perf.
 set -euo pipefail
@@ -131,6 +136,7 @@ cleanup() {
     for p in "${!PIDS[@]}"; do stop_pid "${PIDS[$p]}" "$p"; done
     stop_pid "$UP_PID" upstream
     stop_pid "$TL_PID" tcpload
+    declare -F cg_remove >/dev/null && cg_remove
     rm -f "$WORK"/perf.data* "$WORK"/table*.csv "$WORK"/*.map*
     if [ "${CMP_KEEP:-1}" = 0 ]; then rm -rf "$WORK"; else log "raw output kept in $WORK"; fi
     exit "$rc"
@@ -206,6 +212,55 @@ px_pids() { # the proxy's root process and its children (nginx master + workers)
 cpu1_ticks() { # busy and idle ticks of CPU 1 (the load generators' and upstreams' core)
     awk '/^cpu1 /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat
 }
+
+# ---------------------------------------------------------------- CPU cap
+# On two cores the TLS rows' load generator needs more CPU per connection
+# (and per MB) than any proxy: it runs both ends, client and server. So the
+# plain TLS rows measure CPU 1, not the proxy. The capped rows (tls_*_cap)
+# hold the proxy under test to CAP% of CPU 0 with a cpu cgroup quota, low
+# enough that CPU 1 keeps headroom: then the proxy is the limit, and its
+# connections/s and MB/s are its throughput on that much CPU.
+CAP=${CMP_CAP:-35}
+CG_KIND=""        # v2 | v1 | "" (no writable cpu controller: capped rows skipped)
+CG_BASE=""
+declare -A CG     # proxy -> its cgroup directory
+cg_setup() {
+    local b
+    if [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
+        b=/sys/fs/cgroup
+        grep -qw cpu "$b/cgroup.subtree_control" 2>/dev/null || echo +cpu >"$b/cgroup.subtree_control" 2>/dev/null || return 0
+        CG_KIND=v2 CG_BASE=$b
+    elif [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ] && [ -w /sys/fs/cgroup/cpu/cgroup.procs ]; then
+        CG_KIND=v1 CG_BASE=/sys/fs/cgroup/cpu
+    fi
+}
+cg_join() { # proxy: move its processes into a cgroup of its own (no limit yet)
+    local d p
+    [ -n "$CG_KIND" ] || return 0
+    d=$CG_BASE/icpgate-compare-$$-$1
+    mkdir -p "$d" 2>/dev/null || { log "no cgroup for $1: capped rows skipped"; CG_KIND=""; return 0; }
+    CG[$1]=$d
+    for p in $(px_pids); do echo "$p" >"$d/cgroup.procs" 2>/dev/null || { log "cannot move $1 ($p) into $d: capped rows skipped"; CG_KIND=""; return 0; }; done
+}
+cg_cap() { # proxy percent|max: CPU quota of its cgroup (per 10 ms period)
+    local d=${CG[$1]:-}
+    [ -n "$d" ] || return 0
+    case $CG_KIND in
+    v2) if [ "$2" = max ]; then echo "max 10000"; else echo "$(($2 * 100)) 10000"; fi >"$d/cpu.max" ;;
+    v1) echo 10000 >"$d/cpu.cfs_period_us"
+        if [ "$2" = max ]; then echo -1; else echo $(($2 * 100)); fi >"$d/cpu.cfs_quota_us" ;;
+    esac
+}
+cg_remove() { # move what is left back to the top and remove the cgroups
+    local px d p
+    for px in "${!CG[@]}"; do
+        d=${CG[$px]}
+        [ -d "$d" ] || continue
+        for p in $(cat "$d/cgroup.procs" 2>/dev/null); do echo "$p" >"$CG_BASE/cgroup.procs" 2>/dev/null || true; done
+        rmdir "$d" 2>/dev/null || true
+    done
+}
+capped() { case $1 in *_cap) return 0 ;; esac; return 1; }
 cpu_ticks() { # utime+stime of the proxy's processes (comm may hold spaces: cut at the last ')')
     local p t=0 v
     for p in $(px_pids); do
@@ -564,27 +619,35 @@ use_proxy() { # name: the one the helpers (ports, CPU, liveness) refer to
 
 # ---------------------------------------------------------------- measuring
 declare -A SLABEL SCMD
-SCEN=(ka ka_ok close unfiled tls_conns tls_bulk)
+SCEN=(ka ka_ok close unfiled tls_conns tls_bulk tls_conns_cap tls_bulk_cap)
+if [ -n "${CMP_SCEN:-}" ]; then
+    for sc in $CMP_SCEN; do [[ " ${SCEN[*]} " == *" $sc "* ]] || die "CMP_SCEN: no scenario $sc (${SCEN[*]})"; done
+    read -r -a SCEN <<<"$CMP_SCEN"
+fi
 SLABEL[ka]="HTTP keep-alive, Host from the 100k names (50% allowed)"
 SLABEL[ka_ok]="HTTP keep-alive, allowed names only"
 SLABEL[close]="HTTP new connection per request (Connection: close), 100k names (50% allowed)"
 SLABEL[unfiled]="Block page: unfiled names only (keep-alive client)"
 SLABEL[tls_conns]="TLS passthrough: new connections (ClientHello with an allowed SNI → 4 KiB answer → close), 50 at a time"
 SLABEL[tls_bulk]="TLS passthrough: bulk throughput over one established connection"
+SLABEL[tls_conns_cap]="TLS passthrough, the proxy the limit: new connections with the proxy held to $CAP% of CPU 0"
+SLABEL[tls_bulk_cap]="TLS passthrough, the proxy the limit: bulk throughput with the proxy held to $CAP% of CPU 0"
 declare -A SNOTE
 SNOTE[ka]="All three answer a blocked name with the same ${PAGE_BYTES:-?}-byte page and \`Connection: close\` (SPEC §6), so half of the requests here also pay a new TCP connection (wrk reconnects); the next table separates the allowed path."
 SNOTE[close]="All three reuse keep-alive connections to the upstream. A proxy CPU below ~95% of its core means CPU 1 (wrk + upstream) was the limit: compare CPU µs per request."
 SNOTE[unfiled]="Every request is a new TCP connection (block page + \`Connection: close\`); CPU 1 (wrk reconnecting) is the limit, so compare CPU µs per request."
 SNOTE[tls_conns]="examples/tcpload on CPU 1 sends a 1.9 KB ClientHello (SNI \`$SNI\`, padded to the size of a post-quantum Chromium hello) and reads the 4 KiB answer of \`tcpload serve\`; the bytes are opaque to a passthrough proxy, and no TLS crypto runs on CPU 1, which is still the limit: compare CPU µs per connection."
-SNOTE[tls_bulk]="One connection: the hello, then 256 KiB writes for the run; \`tcpload serve\` reads and drops. Throughput is MB/s through the proxy (both ends on CPU 1); CPU is per MB moved."
+SNOTE[tls_bulk]="One connection: the hello, then 256 KiB writes for the run; \`tcpload serve\` reads and drops. Throughput is MB/s through the proxy (both ends on CPU 1, which is the limit); CPU is per MB moved."
+SNOTE[tls_conns_cap]="The load of the TLS new-connections row, with the proxy's processes in a cpu cgroup whose quota is $CAP% of one CPU (${CAP}00 µs per 10 ms): the proxy, not CPU 1, is the limit when its CPU sits at the cap and CPU 1 has headroom, so connections/s is what the proxy carries on that much CPU. HAProxy map_dom is left out."
+SNOTE[tls_bulk_cap]="The load of the TLS bulk row with the proxy held to $CAP% of CPU 0 (as above). Only the proxy's CPU is capped: what its way of moving bytes costs elsewhere (splice keeps the sender's pages referenced until the sink has read them, so the sender's socket copies into fresh pages; on loopback that is CPU 1, see BENCHMARKS.md \"TLS bulk\") is not in the cap."
 scen_args() { # scenario -> wrk arguments after the common ones
     case $1 in
     ka) echo "-s $HERE/hosts.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts.txt" ;;
     ka_ok) echo "-s $HERE/hosts.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts_ok.txt" ;;
     close) echo "-H Connection:close -s $HERE/hosts.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts.txt" ;;
     unfiled) echo "-s $HERE/hosts.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts_unfiled.txt" ;;
-    tls_conns) echo "conns 127.0.0.1:$TPORT $SNI $CONNS $DUR 4096" ;;
-    tls_bulk) echo "bulk 127.0.0.1:$TPORT $SNI $DUR 4096" ;;
+    tls_conns | tls_conns_cap) echo "conns 127.0.0.1:$TPORT $SNI $CONNS $DUR 4096" ;;
+    tls_bulk | tls_bulk_cap) echo "bulk 127.0.0.1:$TPORT $SNI $DUR 4096" ;;
     rate) echo "-s $WORK/hosts_rate.lua http://127.0.0.1:$HPORT/ -- $WORK/hosts_ok.txt" ;;
     esac
 }
@@ -618,10 +681,12 @@ warm() { # proxy scenario: 1 s of the load, not counted
     quiesce
     use_proxy "$1"
     # shellcheck disable=SC2046
+    if capped "$2"; then cg_cap "$1" "$CAP"; fi
     case $2 in
     tls_*) taskset -c 1 "$TCPLOAD" $(DUR=1; scen_args "$2") >/dev/null 2>&1 || true ;;
     *) run_wrk /dev/null 1 $(scen_args "$2") ;;
     esac
+    if capped "$2"; then cg_cap "$1" max; fi
 }
 measure() { # proxy scenario run: one counted run, appended to res.<proxy>.<scenario>
     local px=$1 sc=$2 r=$3 c0 c1 res out tl=0
@@ -632,6 +697,7 @@ measure() { # proxy scenario run: one counted run, appended to res.<proxy>.<scen
     if [ "$px" = icpgate ]; then
         if [ "$tl" = 1 ]; then
             SCMD[$sc]="taskset -c 1 target/release/examples/tcpload ${args[*]}"
+            if capped "$sc"; then SCMD[$sc]="${SCMD[$sc]}  (the proxy's cgroup: $([ "$CG_KIND" = v2 ] && echo "cpu.max = ${CAP}00 10000" || echo "cpu.cfs_quota_us = ${CAP}00, cpu.cfs_period_us = 10000"))"; fi
         else
             SCMD[$sc]=$(echo "taskset -c 1 wrk -t1 -c$CONNS -d${DUR}s --timeout 5s --latency ${args[*]}" | sed "s/Connection:close/'Connection: close'/")
         fi
@@ -641,6 +707,7 @@ measure() { # proxy scenario run: one counted run, appended to res.<proxy>.<scen
     use_proxy "$px"
     px_alive
     out=$WORK/wrk.$px.$sc.$r.txt
+    if capped "$sc"; then cg_cap "$px" "$CAP"; fi
     c0=$(cpu_ticks)
     read -r b0 i0 < <(cpu1_ticks)
     if [ "$tl" = 1 ]; then
@@ -650,6 +717,7 @@ measure() { # proxy scenario run: one counted run, appended to res.<proxy>.<scen
     fi
     c1=$(cpu_ticks)
     read -r b1 i1 < <(cpu1_ticks)
+    if capped "$sc"; then cg_cap "$px" max; fi
     if [ "$tl" = 1 ]; then res=$(parse_tcpload "$out"); else res=$(parse_wrk "$out"); fi
     awk -v r="$res" -v dt=$((c1 - c0)) -v tck="$TCK" -v d="$DUR" -v b=$((b1 - b0)) -v i=$((i1 - i0)) 'BEGIN{
         split(r, v, " ")     # rps p50 p99 reqs non2xx errors
@@ -765,21 +833,35 @@ start_ready() { # proxy: start it on CPU 0 and wait until it answers an allowed 
     port_busy "$HPORT" && port_busy "$TPORT" || die "$1 is not listening on :$HPORT and :$TPORT after 300 s"
     for i in $(seq 1 600); do [ "$(http_code "$(head -1 "$WORK/hosts_ok.txt")")" = 200 ] && break; sleep 0.1; done
 }
+cg_setup
+log "cpu cgroup for the capped TLS rows: ${CG_KIND:-none (those rows are skipped)}"
 for px in $PROXIES; do
     log "=== $px: starting on CPU 0 (:${HP[$px]}, :${TP[$px]})"
     t0=$(now_ns)
     start_ready "$px"
     START[$px]=$(awk -v a="$t0" -v b="$(now_ns)" 'BEGIN{printf "%.2f", (b - a) / 1e9}')
+    cg_join "$px"
     sleep 1
     MEM0[$px]=$(mem_kib)
     SANE[$px]=$(sanity "$px")
     log "$px: ready in ${START[$px]} s; mem (RSS PSS KiB, procs) ${MEM0[$px]}; sanity ${SANE[$px]}"
 done
+scen_proxies() { # scenario -> the proxies it measures
+    local px
+    if capped "$1"; then
+        [ -n "$CG_KIND" ] || return 0
+        for px in $PROXIES; do [ "$px" = haproxy-map_dom ] || echo "$px"; done
+    else
+        echo "$PROXIES"
+    fi
+}
 for sc in "${SCEN[@]}"; do
+    SPX=$(scen_proxies "$sc")
+    if [ -z "$SPX" ]; then log "=== $sc: skipped (no writable cpu cgroup to cap the proxy with)"; continue; fi
     log "=== $sc"
-    for px in $PROXIES; do warm "$px" "$sc"; done
+    for px in $SPX; do warm "$px" "$sc"; done
     for r in $(seq 1 "$RUNS"); do
-        for px in $PROXIES; do measure "$px" "$sc" "$r"; done
+        for px in $SPX; do measure "$px" "$sc" "$r"; done
     done
 done
 for px in $PROXIES; do use_proxy "$px"; px_alive; MEM1[$px]=$(mem_kib); done
@@ -809,7 +891,7 @@ fi
 RATE_PX=""
 PEAK_MIN=$(for p in $PROXIES; do
     [ "$p" = haproxy-map_dom ] && continue
-    [ -s "$WORK/res.$p.ka_ok" ] && cut -d' ' -f1 "$WORK/res.$p.ka_ok" | median
+    if [ -s "$WORK/res.$p.ka_ok" ]; then cut -d' ' -f1 "$WORK/res.$p.ka_ok" | median; fi
 done | sort -g | head -1)
 if [ -n "$PEAK_MIN" ] && [ "$PEAK_MIN" != - ]; then
     DELAY_MS=$(awk -v c="$CONNS" -v p="$PEAK_MIN" 'BEGIN{d = int(c * 1000 / (p / 2) + 0.5); print (d < 1 ? 1 : d)}')
@@ -897,9 +979,14 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     for sc in "${SCEN[@]}"; do
         echo "### ${SLABEL[$sc]}"
         echo
+        if capped "$sc" && [ -z "$CG_KIND" ]; then
+            echo "Not measured: no writable cpu cgroup here (cgroup v2 with the cpu controller, or v1's cpu hierarchy) to hold the proxy to $CAP% of CPU 0."
+            echo
+            continue
+        fi
         hdr
         case $sc in
-        tls_conns)
+        tls_conns | tls_conns_cap)
             row "new connections/s" "$sc" 1 int
             row "proxy CPU µs per connection" "$sc" 4 f1
             ratio_row "CPU per connection ÷ icpgate's" "$sc"
@@ -909,7 +996,7 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
             row "p99 latency" "$sc" 3 ms
             row "connections (sum of runs)" "$sc" 6 sum
             row "failed connections (sum of runs)" "$sc" 8 sum ;;
-        tls_bulk)
+        tls_bulk | tls_bulk_cap)
             row "MB/s through one connection" "$sc" 1 int
             row "proxy CPU µs per MB" "$sc" 4 f1
             ratio_row "CPU per MB ÷ icpgate's" "$sc"
@@ -963,30 +1050,32 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo "RSS counts the pages nginx's master and worker share (fork) twice; PSS splits them. nginx holds the map twice"
     echo "(http and stream); during a reload the old worker lives on until its connections close (3 processes)."
     echo
-    echo "### Table change under load (a blocked name made allowed during ${RELOAD_DUR} s of keep-alive load on allowed names at the fixed rate, ${RATE:-?} req/s)"
-    echo
-    echo "Until served: from the change (rename / signal / API call) to the first 200 for \`www.<name>\` on a new curl"
-    echo "connection, polled every ~10 ms (for map_dom one poll waits behind the queued load). icpgate and nginx"
-    echo "re-read the whole 1M-row table; HAProxy's runtime API changes one entry in memory (the map file must be"
-    echo "written too, for the next start; a whole-table swap would be \`prepare map\` + 1M \`add map @ver\` + \`commit map\`"
-    echo "or a process reload: not measured)."
-    echo
-    echo "| proxy | how | until served (s) | curl polls | load req/s | load requests | non-2xx during | socket errors during |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|"
-    for f in "$WORK"/change.*; do
-        [ -f "$f" ] || continue
-        b=${f#"$WORK"/change.}; p=${b%%.*}; v=${b#*.}
-        case $v in
-        icpgate-watch) how="CSV replaced (rename), file watcher with its defaults (the directory event loads it at once; looks every 1 s as the fallback)" ;;
-        icpgate-api) how="CSV replaced (rename) + POST /v1/reload (synchronous; joins the watcher's load of the same file)" ;;
-        nginx-hup) how="map include file replaced + SIGHUP (reload: new workers parse all 1M entries)" ;;
-        haproxy-add) how="runtime API \`add map <file> <name> 1\` (one entry, in memory only)" ;;
-        *) how=$v ;;
-        esac
-        read -r s n rps _ _ reqs non err <"$f"
-        printf '| %s | %s | %s | %s | %.0f | %s | %s | %s |\n' "$p" "$how" "$s" "$n" "$rps" "$reqs" "$non" "$err"
-    done
-    echo
+    if [ -n "$RATE_PX" ]; then
+        echo "### Table change under load (a blocked name made allowed during ${RELOAD_DUR} s of keep-alive load on allowed names at the fixed rate, ${RATE:-?} req/s)"
+        echo
+        echo "Until served: from the change (rename / signal / API call) to the first 200 for \`www.<name>\` on a new curl"
+        echo "connection, polled every ~10 ms (for map_dom one poll waits behind the queued load). icpgate and nginx"
+        echo "re-read the whole 1M-row table; HAProxy's runtime API changes one entry in memory (the map file must be"
+        echo "written too, for the next start; a whole-table swap would be \`prepare map\` + 1M \`add map @ver\` + \`commit map\`"
+        echo "or a process reload: not measured)."
+        echo
+        echo "| proxy | how | until served (s) | curl polls | load req/s | load requests | non-2xx during | socket errors during |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|"
+        for f in "$WORK"/change.*; do
+            [ -f "$f" ] || continue
+            b=${f#"$WORK"/change.}; p=${b%%.*}; v=${b#*.}
+            case $v in
+            icpgate-watch) how="CSV replaced (rename), file watcher with its defaults (the directory event loads it at once; looks every 1 s as the fallback)" ;;
+            icpgate-api) how="CSV replaced (rename) + POST /v1/reload (synchronous; joins the watcher's load of the same file)" ;;
+            nginx-hup) how="map include file replaced + SIGHUP (reload: new workers parse all 1M entries)" ;;
+            haproxy-add) how="runtime API \`add map <file> <name> 1\` (one entry, in memory only)" ;;
+            *) how=$v ;;
+            esac
+            read -r s n rps _ _ reqs non err <"$f"
+            printf '| %s | %s | %s | %s | %.0f | %s | %s | %s |\n' "$p" "$how" "$s" "$n" "$rps" "$reqs" "$non" "$err"
+        done
+        echo
+    fi
     echo "### Checks (after start, before load)"
     echo
     echo "| proxy | apex allowed | www.apex allowed | unfiled | blocked row | TLS allowed SNI | TLS unfiled SNI | TLS half-close | block answer keeps conn? | agrees with allow list (100 names) | block page bytes |"
@@ -1017,6 +1106,7 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
     echo "- **icpgate:** commit $COMMIT, $(rustc --version 2>/dev/null || echo rustc ?), \`cargo build --release\`; log level warn, block logs off; \`defer_accept = true\` on both listeners (TCP_DEFER_ACCEPT)"
     echo "- **nginx:** $NGXV ($NGXPKG); 1 worker; http \`map \$host\` with \`hostnames\`, \`.name 1;\` per allowed row (\`.name 0;\` otherwise), \`map_hash_max_size 262144\`, \`map_hash_bucket_size 1024\`; upstream keepalive 64; stream: \`ssl_preread\` + the same map on \`\$ssl_preread_server_name\`, \`proxy_half_close on\` (the others pass half-closes on by default) (the table is parsed and held twice: http and stream); block page: \`error_page 403\` → a named location: \`return 403\` with the page inlined in the config (split over \`set\` variables: one string holds 4 KiB) with \`\$host\`, \`\$request_id\`, \`\$time_iso8601\`, \`keepalive_timeout 0\` (cheaper than SSI on a file); http \`listen ... deferred\` (the stream module has no \`deferred\`)"
     echo "- **HAProxy:** $HAV; nbthread 1; map_str: exact host, then host minus first label (\`field(2,.,0)\`); map_dom: one \`map_dom\` (linear over 1M patterns; a repeated name such as the fixed TLS SNI was no faster: the LRU pattern cache did not help it here); \`http-reuse always\`; block page: \`http-request return ... lf-file\` (host, \`%[uuid]\`, \`%T\`) with \`hdr connection close\`; TCP: \`tcp-request inspect-delay\`, \`req.ssl_sni\`; \`defer-accept\` on both binds"
+    echo "- **Capped TLS rows:** $([ -n "$CG_KIND" ] && echo "each proxy's processes in a cpu cgroup of their own ($CG_KIND), quota $CAP% of one CPU per 10 ms period during those rows only, unlimited otherwise" || echo "not measured (no writable cpu cgroup)")"
     echo "- **Block page:** icpgate's page for an unfiled name, $PAGE_BYTES bytes, served by all three (SPEC §6)"
     echo "- **Tools:** $WRKV; examples/tcpload (this repository) for the TLS rows; $H2V (installed, not used: it cannot vary the SNI per connection either)"
     echo "- **Command:** \`$CMDLINE\` (in $ROOT), started $STARTED, finished $(date -u +%Y-%m-%dT%H:%M:%SZ)"

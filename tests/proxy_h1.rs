@@ -22,6 +22,9 @@ enum Act {
     Continue(Vec<u8>),
     /// Answer before reading the body, then close.
     EarlyClose(Vec<u8>),
+    /// Answer before reading the body, then read and drop until EOF (the
+    /// answer says nothing about closing).
+    Early(Vec<u8>),
 }
 
 struct Upstream {
@@ -97,6 +100,12 @@ fn upstream(script: fn(&str) -> Act) -> Upstream {
                             let _ = s.write_all(&resp);
                             return;
                         }
+                        Act::Early(resp) => {
+                            seen.lock().unwrap().push(head);
+                            let _ = s.write_all(&resp);
+                            while matches!(s.read(&mut tmp), Ok(n) if n > 0) {}
+                            return;
+                        }
                         Act::Continue(resp) => {
                             let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
                             let body = read_body(&mut s, &mut buf);
@@ -144,6 +153,12 @@ fn script(path: &str) -> Act {
         "/early" => Act::EarlyClose(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig".to_vec(),
         ),
+        "/early-ka" => {
+            let mut r = format!("HTTP/1.1 401 Unauthorized\r\nContent-Length: {BIG}\r\n\r\n")
+                .into_bytes();
+            r.resize(r.len() + BIG, b'n');
+            Act::Early(r)
+        }
         "/bye" => Act::SendClose(ok("bye")),
         "/ka" => Act::Send(KA_RESPONSE.to_vec()),
         "/ka-named" => Act::Send(
@@ -325,6 +340,37 @@ fn an_early_answer_ends_the_upload() {
     assert_eq!(status_of(&r), 413, "{r}");
     assert!(r.ends_with("big"), "{r}");
     assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+/// An upstream that answers before the body is complete, without saying
+/// it will close, while the client goes on uploading: the proxy will not
+/// read the rest, so the answer must say `Connection: close`, and it must
+/// arrive whole — closing with the client's bytes unread would reset the
+/// connection and could throw away what was not yet delivered.
+#[test]
+fn an_early_answer_says_close_and_survives_a_client_still_sending() {
+    let up = upstream(script);
+    let p = proxy_to(&up);
+    for _ in 0..3 {
+        let mut s = connect(&p);
+        s.write_all(b"POST /early-ka HTTP/1.1\r\nHost: www.example.com.cn\r\nContent-Length: 100000000\r\n\r\n")
+            .unwrap();
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let chunk = [b'u'; 65536];
+            let mut sent = 0usize;
+            while sent < 100_000_000 && w.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+        });
+        let r = read_to_end(&mut s);
+        assert_eq!(status_of(&r), 401, "{}", &r[..r.len().min(300)]);
+        assert_eq!(header(&r, "connection"), Some("close"), "{}", &r[..r.len().min(300)]);
+        let body = r.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert_eq!(body.len(), BIG, "the answer was cut short");
+        drop(s);
+        writer.join().unwrap();
+    }
 }
 
 #[test]

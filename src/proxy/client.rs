@@ -83,6 +83,22 @@ impl Client {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
     }
 
+    /// Bytes written that the peer has not acknowledged yet (`SIOCOUTQ`);
+    /// 0 when unknown. Closing a socket with unread input resets it and
+    /// drops these.
+    pub fn unacked(&self) -> usize {
+        let Some(fd) = self.fd() else { return 0 };
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (= SIOCOUTQ) on a socket stores one `int` through
+        // the pointer, which points at `n`.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if r == 0 {
+            usize::try_from(n).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     /// Close with a TCP RST (SO_LINGER 0).
     pub fn reset(self) {
         if let Some(fd) = self.fd() {

@@ -42,6 +42,10 @@ const POOL_PER_DEST: usize = 256;
 /// closing, so the answer is not destroyed by an RST (lingering close).
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
+/// How long a lingering close may go on while our answer is still not
+/// acknowledged (nginx's `lingering_time`), and how often it looks.
+const LINGER_MAX: Duration = Duration::from_secs(30);
+const LINGER_POLL: Duration = Duration::from_millis(50);
 
 type IdleMap = HashMap<SocketAddr, Vec<(Tracked, Instant)>, foldhash::fast::RandomState>;
 
@@ -314,20 +318,39 @@ impl Conn<'_> {
         {
             return;
         }
-        if !linger {
-            return;
+        if linger {
+            self.linger_close().await;
         }
-        // Lingering close: FIN, then read (and drop) what the client still
-        // sends for a moment, so our answer is not lost to an RST.
+    }
+
+    /// Lingering close: FIN, then read (and drop) what the client still
+    /// sends for a moment, so the answer written before is not lost to an
+    /// RST (closing a socket with unread bytes resets it).
+    ///
+    /// 500 ms or 256 KiB of the client's bytes is enough once our answer
+    /// has been acknowledged; while part of it is still unacknowledged
+    /// (a large answer, a client that reads slowly while it uploads) the
+    /// reading goes on, up to `LINGER_MAX` in all.
+    async fn linger_close(&mut self) {
         let _ = self.client.shutdown().await;
-        let deadline = tokio::time::Instant::now() + LINGER;
+        let start = tokio::time::Instant::now();
+        let hard = start + LINGER_MAX;
+        let mut soft = start + LINGER;
         let mut seen = 0;
-        while seen < LINGER_BYTES {
+        loop {
+            let now = tokio::time::Instant::now();
+            if seen >= LINGER_BYTES || now >= soft {
+                if now >= hard || self.client.unacked() == 0 {
+                    break;
+                }
+                soft = (now + LINGER_POLL).min(hard);
+            }
             self.ubuf.clear();
-            self.ubuf.reserve(4096);
-            match tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.ubuf)).await {
+            self.ubuf.reserve(16 * 1024);
+            match tokio::time::timeout_at(soft, self.client.read_buf(&mut self.ubuf)).await {
                 Ok(Ok(n)) if n > 0 => seen += n,
-                _ => break,
+                Ok(_) => break,
+                Err(_) => {}
             }
         }
     }
@@ -506,12 +529,25 @@ impl Conn<'_> {
                 Some(Err(_)) => return self.fail(502).await,
             }
         };
-        if !body_done {
-            // Answered before the request body was complete: relay the
-            // answer, then close both sides.
-            f.close = true;
+        if body_done {
+            return self.respond(f, resp, body_done, cap).await;
         }
-        self.respond(f, resp, body_done, cap).await
+        // Answered before the request body was complete: the rest of the
+        // body will not be read, so the connection ends after this answer.
+        // Its head was planned while the body still ran: plan it again as
+        // the last one (`Connection: close`), relay it, then close the way
+        // our own answers do — FIN, then drop what the client still sends
+        // for a moment, lest an RST destroy the answer.
+        f.close = true;
+        let RespParse::Final(resp) = parse_response(&self.ubuf, f, &mut self.obuf) else {
+            // The same bytes parsed as a final head a moment ago.
+            return self.fail(502).await;
+        };
+        let next = self.respond(f, resp, false, cap).await;
+        if matches!(next, Next::Close) {
+            self.linger_close().await;
+        }
+        next
     }
 
     /// Send the response head (and body) to the client.

@@ -365,7 +365,12 @@ fn an_early_answer_says_close_and_survives_a_client_still_sending() {
         });
         let r = read_to_end(&mut s);
         assert_eq!(status_of(&r), 401, "{}", &r[..r.len().min(300)]);
-        assert_eq!(header(&r, "connection"), Some("close"), "{}", &r[..r.len().min(300)]);
+        assert_eq!(
+            header(&r, "connection"),
+            Some("close"),
+            "{}",
+            &r[..r.len().min(300)]
+        );
         let body = r.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         assert_eq!(body.len(), BIG, "the answer was cut short");
         drop(s);

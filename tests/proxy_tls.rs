@@ -415,3 +415,52 @@ fn idle_passthrough_is_closed_and_a_talking_one_is_not() {
         "quiet connection closed after {waited:?}, idle timeout 1 s"
     );
 }
+
+/// A client that reads slowly behind a fast server: the proxy holds back
+/// (the server's writes block) instead of buffering what the client has not
+/// taken, and a reader that keeps taking bytes is not idle, even over three
+/// idle timeouts.
+#[test]
+fn a_slow_reader_holds_the_server_back_and_is_not_idle() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    // The server: after the first bytes, writes 64 KiB pieces as fast as
+    // the connection takes them, counting what its socket accepted.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let mut first = [0u8; 4096];
+        let _ = s.read(&mut first);
+        let piece = vec![b'f'; 64 << 10];
+        while s.write_all(&piece).is_ok() {
+            counted.fetch_add(piece.len() as u64, Ordering::SeqCst);
+        }
+    });
+    let proxy = Proxy::start(up, "\"127.0.0.0/8\"", "[limits]\nidle_timeout_secs = 1\n");
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&client_hello(&["www.example.com.cn"])).unwrap();
+    // ~5 MB/s: 256 KiB every 50 ms, for three idle timeouts.
+    let mut piece = vec![0u8; 256 << 10];
+    let mut read = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        s.read_exact(&mut piece)
+            .unwrap_or_else(|e| panic!("cut after {:?} and {read} bytes: {e}", start.elapsed()));
+        read += piece.len() as u64;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What is in flight is bounded by socket buffers and the proxy's pipe
+    // (a few MiB each on loopback); a proxy reading ahead of its client
+    // would have taken gigabytes from this server in three seconds.
+    let ahead = accepted.load(Ordering::SeqCst).saturating_sub(read);
+    assert!(
+        ahead < 64 << 20,
+        "the server got {ahead} bytes ahead of a client that read {read}"
+    );
+}

@@ -185,10 +185,17 @@ pub async fn serve(
                 return;
             };
             let mut upstream = up.s;
-            if !cbuf.is_empty() && upstream.write_all(&cbuf).await.is_err() {
+            // Bytes already read past the heads go first; a peer that
+            // does not take them is as idle as a silent tunnel.
+            let idle = Duration::from_secs(shared.limits.idle_timeout_secs);
+            let sent = |r: Result<std::io::Result<()>, _>| matches!(r, Ok(Ok(())));
+            if !cbuf.is_empty()
+                && !sent(tokio::time::timeout(idle, upstream.write_all(&cbuf)).await)
+            {
                 return;
             }
-            if !ubuf.is_empty() && client.write_all(&ubuf).await.is_err() {
+            if !ubuf.is_empty() && !sent(tokio::time::timeout(idle, client.write_all(&ubuf)).await)
+            {
                 return;
             }
             drop((cbuf, ubuf));

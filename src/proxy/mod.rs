@@ -429,7 +429,15 @@ async fn passthrough(shared: &Shared, info: &ConnInfo, client: Client, first: Ve
             return;
         }
     };
-    if !first.is_empty() && up.write_all(&first).await.is_err() {
+    // The sniffed bytes go first; an upstream that does not take them
+    // within the idle timeout is dropped like an idle pair.
+    let idle = Duration::from_secs(shared.limits.idle_timeout_secs);
+    if !first.is_empty()
+        && !matches!(
+            tokio::time::timeout(idle, up.write_all(&first)).await,
+            Ok(Ok(()))
+        )
+    {
         return;
     }
     drop(first);

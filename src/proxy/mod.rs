@@ -429,16 +429,26 @@ async fn passthrough(shared: &Shared, info: &ConnInfo, client: Client, first: Ve
             return;
         }
     };
-    // The sniffed bytes go first; an upstream that does not take them
-    // within the idle timeout is dropped like an idle pair.
-    let idle = Duration::from_secs(shared.limits.idle_timeout_secs);
-    if !first.is_empty()
-        && !matches!(
-            tokio::time::timeout(idle, up.write_all(&first)).await,
+    // The sniffed bytes go first, nearly always in one `send` (no timer
+    // then); an upstream that does not take the rest within the idle
+    // timeout is dropped like an idle pair.
+    let sent = if first.is_empty() {
+        0
+    } else {
+        match up.try_write(&first) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => return,
+        }
+    };
+    if let Some(rest) = first.get(sent..).filter(|r| !r.is_empty()) {
+        let idle = Duration::from_secs(shared.limits.idle_timeout_secs);
+        if !matches!(
+            tokio::time::timeout(idle, up.write_all(rest)).await,
             Ok(Ok(()))
-        )
-    {
-        return;
+        ) {
+            return;
+        }
     }
     drop(first);
     // Splicing needs the reactor's socket.

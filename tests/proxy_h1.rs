@@ -378,6 +378,44 @@ fn an_early_answer_says_close_and_survives_a_client_still_sending() {
     }
 }
 
+/// A blocked upload from a client that never reads, with a receive
+/// window too small for the block page: the page is never acknowledged,
+/// so the lingering close reads on while the client sends — but not past
+/// the idle timeout.
+#[test]
+fn a_lingering_close_ends_at_the_idle_timeout_for_a_client_that_never_reads() {
+    let up = upstream(script);
+    let p = Proxy::start(
+        up.addr,
+        "\"127.0.0.0/8\"",
+        "[limits]\nidle_timeout_secs = 2\n",
+    );
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    sock.connect(&p.addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: www.unfiled-example.cn\r\nContent-Length: 100000000\r\n\r\n",
+    )
+    .unwrap();
+    let t = Instant::now();
+    let chunk = [b'u'; 16384];
+    let end = loop {
+        if s.write_all(&chunk).is_err() {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still reading after 10 s"
+        );
+    };
+    assert!(
+        end >= Duration::from_millis(900),
+        "closed after {end:?}, with the page not yet acknowledged"
+    );
+    assert!(end < Duration::from_secs(5), "closed after {end:?}");
+}
+
 #[test]
 fn upstream_closing_a_pooled_connection_is_survived() {
     let up = upstream(script);

@@ -221,6 +221,7 @@ cpu1_ticks() { # busy and idle ticks of CPU 1 (the load generators' and upstream
 # enough that CPU 1 keeps headroom: then the proxy is the limit, and its
 # connections/s and MB/s are its throughput on that much CPU.
 CAP=${CMP_CAP:-35}
+[[ "$CAP" =~ ^[0-9]+$ ]] && [ "$CAP" -ge 10 ] && [ "$CAP" -le 90 ] || die "CMP_CAP: a whole percentage from 10 to 90, not '$CAP'"
 CG_KIND=""        # v2 | v1 | "" (no writable cpu controller: capped rows skipped)
 CG_BASE=""
 declare -A CG     # proxy -> its cgroup directory
@@ -620,7 +621,8 @@ use_proxy() { # name: the one the helpers (ports, CPU, liveness) refer to
 # ---------------------------------------------------------------- measuring
 declare -A SLABEL SCMD
 SCEN=(ka ka_ok close unfiled tls_conns tls_bulk tls_conns_cap tls_bulk_cap)
-if [ -n "${CMP_SCEN:-}" ]; then
+if [ -n "${CMP_SCEN+x}" ]; then
+    [ -n "$(echo "$CMP_SCEN" | tr -d ' ')" ] || die "CMP_SCEN is empty (${SCEN[*]})"
     for sc in $CMP_SCEN; do [[ " ${SCEN[*]} " == *" $sc "* ]] || die "CMP_SCEN: no scenario $sc (${SCEN[*]})"; done
     read -r -a SCEN <<<"$CMP_SCEN"
 fi

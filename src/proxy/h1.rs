@@ -42,8 +42,9 @@ const POOL_PER_DEST: usize = 256;
 /// closing, so the answer is not destroyed by an RST (lingering close).
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 256 * 1024;
-/// How long a lingering close may go on while our answer is still not
-/// acknowledged (nginx's `lingering_time`), and how often it looks.
+/// How long a lingering close may go on while the client keeps sending and
+/// our answer is still not acknowledged (nginx's `lingering_time`), and how
+/// often it looks.
 const LINGER_MAX: Duration = Duration::from_secs(30);
 const LINGER_POLL: Duration = Duration::from_millis(50);
 
@@ -332,30 +333,44 @@ impl Conn<'_> {
 
     /// Lingering close: FIN, then read (and drop) what the client still
     /// sends for a moment, so the answer written before is not lost to an
-    /// RST (closing a socket with unread bytes resets it).
+    /// RST (closing a socket with unread bytes resets it, and the reset
+    /// throws away what is still unsent).
     ///
-    /// 500 ms or 256 KiB of the client's bytes is enough once our answer
-    /// has been acknowledged; while part of it is still unacknowledged
-    /// (a large answer, a client that reads slowly while it uploads) the
-    /// reading goes on, up to `LINGER_MAX` in all.
+    /// It ends when the client closes, or has been silent for `LINGER`
+    /// (nothing unread: the close is clean, and the kernel goes on
+    /// delivering the answer), or after `LINGER` / `LINGER_BYTES` once our
+    /// answer has been acknowledged. While the client keeps sending and
+    /// part of the answer is still out (a large answer, a client reading
+    /// slowly while it uploads), the reading goes on, up to `LINGER_MAX`
+    /// (at most the idle timeout) in all.
     async fn linger_close(&mut self) {
         let _ = self.client.shutdown().await;
         let start = tokio::time::Instant::now();
-        let hard = start + LINGER_MAX;
-        let mut soft = start + LINGER;
+        let hard = start + LINGER_MAX.min(self.idle());
+        let mut last = start;
         let mut seen = 0;
         loop {
             let now = tokio::time::Instant::now();
-            if seen >= LINGER_BYTES || now >= soft {
-                if now >= hard || self.client.unacked() == 0 {
-                    break;
-                }
-                soft = (now + LINGER_POLL).min(hard);
+            if now >= hard || now >= last + LINGER {
+                break;
             }
+            let enough = seen >= LINGER_BYTES || now >= start + LINGER;
+            if enough && self.client.unacked() == 0 {
+                break;
+            }
+            let until = if enough {
+                now + LINGER_POLL
+            } else {
+                start + LINGER
+            };
             self.ubuf.clear();
             self.ubuf.reserve(16 * 1024);
-            match tokio::time::timeout_at(soft, self.client.read_buf(&mut self.ubuf)).await {
-                Ok(Ok(n)) if n > 0 => seen += n,
+            let read = self.client.read_buf(&mut self.ubuf);
+            match tokio::time::timeout_at(until.min(last + LINGER).min(hard), read).await {
+                Ok(Ok(n)) if n > 0 => {
+                    seen += n;
+                    last = tokio::time::Instant::now();
+                }
                 Ok(_) => break,
                 Err(_) => {}
             }

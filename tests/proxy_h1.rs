@@ -416,6 +416,74 @@ fn a_lingering_close_ends_at_the_idle_timeout_for_a_client_that_never_reads() {
     assert!(end < Duration::from_secs(5), "closed after {end:?}");
 }
 
+/// An upstream that switches protocols while the request body is still
+/// coming (and not yet read: the proxy's write to it is stuck mid-way):
+/// the rest of the body goes through the tunnel, and no byte of it twice.
+#[test]
+fn a_switch_in_the_middle_of_a_body_sends_no_byte_twice() {
+    const N: usize = 32 << 20;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = Vec::new();
+        let mut tmp = [0u8; 65536];
+        let end = loop {
+            if let Some(i) = find(&got, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut tmp).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&tmp[..n]);
+        };
+        // Let the body fill every buffer on the way, then switch.
+        std::thread::sleep(Duration::from_millis(500));
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n",
+        )
+        .unwrap();
+        let mut body = got.split_off(end).len();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut tail = Vec::new();
+        loop {
+            let n = s.read(&mut tmp).unwrap();
+            assert!(n > 0, "closed before the end marker");
+            tail.extend_from_slice(&tmp[..n]);
+            if let Some(i) = find(&tail, b"<<END>>") {
+                body += i;
+                break;
+            }
+            // Keep only what could be the start of the marker.
+            let keep = tail.len().min(6);
+            body += tail.len() - keep;
+            tail.drain(..tail.len() - keep);
+        }
+        tx.send(body).unwrap();
+    });
+    let p = Proxy::start(addr, "\"127.0.0.0/8\"", "");
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        format!("POST /up HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: upgrade\r\nUpgrade: test\r\nContent-Length: {N}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'b'; 1 << 20];
+        for _ in 0..N / chunk.len() {
+            w.write_all(&chunk).unwrap();
+        }
+        w.write_all(b"<<END>>").unwrap();
+    });
+    let r = read_until(&mut s, "\r\n\r\n");
+    assert_eq!(status_of(&r), 101, "{r}");
+    writer.join().unwrap();
+    let body = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(body, N, "body bytes the upstream got before the marker");
+}
+
 #[test]
 fn upstream_closing_a_pooled_connection_is_survived() {
     let up = upstream(script);

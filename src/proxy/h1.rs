@@ -727,20 +727,26 @@ where
                 Err(())
             };
         }
-        let k = match body {
+        let mut k = match body {
             Body::Chunked => chunked.feed(buf).map_err(|_| ())?,
             _ => n,
         };
-        if !matches!(
-            tokio::time::timeout(idle, w.write_all(&buf[..k])).await,
-            Ok(Ok(()))
-        ) {
-            return Err(());
+        // What is written leaves `buf` at once: if this copy is dropped
+        // mid-way (an answer that turns the connection into a tunnel
+        // while a request body still runs), `buf` holds exactly the bytes
+        // not yet sent, and the tunnel sends those — none twice.
+        while k > 0 {
+            match tokio::time::timeout(idle, w.write(&buf[..k])).await {
+                Ok(Ok(m)) if m > 0 => {
+                    buf.drain(..m);
+                    k -= m;
+                    if let Body::Length(_) = body {
+                        left -= m as u64;
+                    }
+                }
+                _ => return Err(()),
+            }
         }
-        if let Body::Length(_) = body {
-            left -= k as u64;
-        }
-        buf.drain(..k);
         if body == Body::Chunked && chunked.is_done() {
             return Ok(());
         }

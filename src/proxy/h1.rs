@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::chunked::Chunked;
 use super::upstream::Tracked;
-use super::{record, registrable_of, ConnInfo, OwnedBlock, Shared};
+use super::{record, registrable_of, write_within, ConnInfo, OwnedBlock, Shared};
 use crate::decision::{Action, Decision, Reason};
 use crate::hostname::{self, Host};
 use crate::metrics::{Proto, Sniffed};
@@ -189,13 +189,8 @@ pub async fn serve(
             // Bytes already read past the heads go first; a peer that
             // does not take them is as idle as a silent tunnel.
             let idle = Duration::from_secs(shared.limits.idle_timeout_secs);
-            let sent = |r: Result<std::io::Result<()>, _>| matches!(r, Ok(Ok(())));
-            if !cbuf.is_empty()
-                && !sent(tokio::time::timeout(idle, upstream.write_all(&cbuf)).await)
-            {
-                return;
-            }
-            if !ubuf.is_empty() && !sent(tokio::time::timeout(idle, client.write_all(&ubuf)).await)
+            if !write_within(&mut *upstream, &cbuf, idle).await
+                || !write_within(&mut client, &ubuf, idle).await
             {
                 return;
             }
@@ -320,10 +315,7 @@ impl Conn<'_> {
 
     async fn answer_and_close(&mut self, linger: bool) {
         let idle = self.idle();
-        if tokio::time::timeout(idle, self.client.write_all(&self.obuf))
-            .await
-            .is_err()
-        {
+        if !write_within(&mut self.client, &self.obuf, idle).await {
             return;
         }
         if linger {
@@ -466,8 +458,7 @@ impl Conn<'_> {
             } else {
                 &self.obuf
             };
-            let wrote = tokio::time::timeout(idle, up.s.write_all(out)).await;
-            if !matches!(wrote, Ok(Ok(()))) {
+            if !write_within(&mut *up.s, out, idle).await {
                 self.up = None;
                 if retry {
                     continue;
@@ -586,10 +577,7 @@ impl Conn<'_> {
             } else {
                 &self.obuf
             };
-            if !matches!(
-                tokio::time::timeout(idle, self.client.write_all(out)).await,
-                Ok(Ok(()))
-            ) {
+            if !write_within(&mut self.client, out, idle).await {
                 self.up = None;
                 return Next::Close;
             }
@@ -612,10 +600,7 @@ impl Conn<'_> {
             self.obuf.extend_from_slice(&self.ubuf[r.end..r.end + here]);
             &self.obuf
         };
-        if !matches!(
-            tokio::time::timeout(idle, self.client.write_all(out)).await,
-            Ok(Ok(()))
-        ) {
+        if !write_within(&mut self.client, out, idle).await {
             self.up = None;
             return Next::Close;
         }
@@ -773,8 +758,7 @@ where
         if !ubuf.is_empty() {
             match parse_response(ubuf, f, obuf) {
                 RespParse::Interim(end) => {
-                    let w = tokio::time::timeout(idle, client.write_all(&ubuf[..end])).await;
-                    if !matches!(w, Ok(Ok(()))) {
+                    if !write_within(client, &ubuf[..end], idle).await {
                         return Err(HeadErr::Client);
                     }
                     ubuf.drain(..end);

@@ -410,6 +410,19 @@ async fn no_name(shared: &Shared, info: &ConnInfo, stream: Client, buf: Vec<u8>)
 }
 
 /// Connect upstream, send what the client already sent, then copy.
+/// `w.write_all(bytes)`, given `idle` to finish; false if it failed or
+/// timed out. Nothing to write is done at once.
+pub(crate) async fn write_within<W>(w: &mut W, bytes: &[u8], idle: Duration) -> bool
+where
+    W: tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    bytes.is_empty()
+        || matches!(
+            tokio::time::timeout(idle, w.write_all(bytes)).await,
+            Ok(Ok(()))
+        )
+}
+
 async fn passthrough(shared: &Shared, info: &ConnInfo, client: Client, first: Vec<u8>) {
     let limits = &shared.limits;
     let mut up = match info
@@ -443,10 +456,7 @@ async fn passthrough(shared: &Shared, info: &ConnInfo, client: Client, first: Ve
     };
     if let Some(rest) = first.get(sent..).filter(|r| !r.is_empty()) {
         let idle = Duration::from_secs(shared.limits.idle_timeout_secs);
-        if !matches!(
-            tokio::time::timeout(idle, up.write_all(rest)).await,
-            Ok(Ok(()))
-        ) {
+        if !write_within(&mut *up, rest, idle).await {
             return;
         }
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use std::time::Duration;
 
 use crate::decision::{IpAccess, IpRanges, NameSet, Policy};
 use crate::table::LoadOptions;
@@ -288,6 +289,21 @@ pub struct Limits {
     pub drain_secs: u64,
     /// Copy buffer per direction for passthrough.
     pub copy_buffer_bytes: usize,
+}
+
+impl Limits {
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+    pub fn server_first_wait(&self) -> Duration {
+        Duration::from_millis(self.server_first_wait_ms)
+    }
 }
 
 impl Default for Limits {

@@ -51,10 +51,16 @@ pub enum Reason {
     AmbiguousHost,
     /// Encrypted Client Hello seen and the ECH policy is `block`.
     Ech,
+    /// Bytes that start like an HTTP request but do not parse as one (or
+    /// ask for what icpgate cannot follow): 400, never forwarded.
+    BadRequest,
+    /// A request line, request head or ClientHello longer than the limits
+    /// (`[limits] max_sniff_bytes`): 414 / 431 / reset.
+    TooLong,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Filed,
         Reason::Allowlisted,
         Reason::IpAccess,
@@ -70,6 +76,8 @@ impl Reason {
         Reason::BadHost,
         Reason::AmbiguousHost,
         Reason::Ech,
+        Reason::BadRequest,
+        Reason::TooLong,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +97,8 @@ impl Reason {
             Reason::BadHost => "bad_host",
             Reason::AmbiguousHost => "ambiguous_host",
             Reason::Ech => "ech",
+            Reason::BadRequest => "bad_request",
+            Reason::TooLong => "too_long",
         }
     }
 
@@ -423,6 +433,8 @@ pub fn explain(d: &Decision<'_>, now: i64) -> String {
         Reason::BadHost => "malformed host".to_owned(),
         Reason::AmbiguousHost => "conflicting host names".to_owned(),
         Reason::Ech => "encrypted ClientHello refused by policy".to_owned(),
+        Reason::BadRequest => "not a well-formed HTTP request: refused, never forwarded".to_owned(),
+        Reason::TooLong => "request line, head or ClientHello over the size limit: refused".to_owned(),
     }
 }
 

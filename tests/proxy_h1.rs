@@ -440,7 +440,7 @@ fn a_switch_in_the_middle_of_a_body_sends_no_byte_twice() {
         // Let the body fill every buffer on the way, then switch.
         std::thread::sleep(Duration::from_millis(500));
         s.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
         )
         .unwrap();
         let mut body = got.split_off(end).len();
@@ -465,7 +465,7 @@ fn a_switch_in_the_middle_of_a_body_sends_no_byte_twice() {
     let mut s = TcpStream::connect(p.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(
-        format!("POST /up HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: upgrade\r\nUpgrade: test\r\nContent-Length: {N}\r\n\r\n")
+        format!("POST /up HTTP/1.1\r\nHost: www.example.com.cn\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: {N}\r\n\r\n")
             .as_bytes(),
     )
     .unwrap();

@@ -281,10 +281,13 @@ fn malformed_and_stalled_heads() {
     assert!(closed_by_peer(&mut st));
     assert_eq!(p.metric("icpgate_sniff_total{outcome=\"incomplete\"}"), 1.0);
     assert_eq!(p.metric("icpgate_sniff_total{outcome=\"invalid\"}"), 1.0);
-    // A head larger than the sniff cap is refused, not buffered forever.
+    // A head larger than the sniff cap is refused (431), not buffered
+    // forever.
     let mut big = TcpStream::connect(p.addr).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = big.write_all(format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(40_000)).as_bytes());
-    assert!(closed_by_peer(&mut big));
+    let r = read_to_end(&mut big);
+    assert_eq!(status_of(&r), 431, "{r}");
 }
 
 #[test]

@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::chunked::Chunked;
 use super::upstream::Tracked;
+use super::MAX_TUNNEL_DEPTH;
 use super::{record, registrable_of, write_within, ConnInfo, OwnedBlock, Shared};
 use crate::decision::{Action, Decision, Reason};
 use crate::hostname::{self, Host};
@@ -127,8 +128,11 @@ struct Resp {
 enum Next {
     Continue,
     Close,
-    /// Tunnel the two connections (101, CONNECT 2xx).
-    Tunnel,
+    /// Tunnel the two connections: a WebSocket (101), blind; or a
+    /// `CONNECT` 2xx (`connect`), whose first bytes are sniffed again.
+    Tunnel {
+        connect: bool,
+    },
 }
 
 struct Up {
@@ -149,6 +153,9 @@ struct Conn<'a> {
     up: Option<Up>,
     /// Until the first head is complete: its deadline (from accept).
     first: Option<tokio::time::Instant>,
+    /// Inside this many `CONNECT` tunnels. In a tunnel the upstream is the
+    /// tunnel itself: never pooled, never replaced.
+    depth: u8,
 }
 
 /// Serve a client connection the sniffer found to start like HTTP/1.x
@@ -160,6 +167,8 @@ pub async fn serve(
     client: Client,
     buf: Vec<u8>,
     first_deadline: tokio::time::Instant,
+    pre: Option<Tracked>,
+    depth: u8,
 ) {
     let mut c = Conn {
         first: Some(first_deadline),
@@ -169,7 +178,14 @@ pub async fn serve(
         cbuf: buf,
         ubuf: Vec::new(),
         obuf: Vec::new(),
-        up: None,
+        // An upstream connection opened before the first request (it may
+        // have idled: retried once like a pooled one).
+        up: pre.map(|s| Up {
+            s,
+            addr: info.upstream.addr,
+            reused: true,
+        }),
+        depth,
     };
     let next = c.run().await;
     let Conn {
@@ -180,7 +196,11 @@ pub async fn serve(
         ..
     } = c;
     match (next, up) {
-        (Next::Tunnel, Some(up)) => {
+        (Next::Tunnel { connect: true }, Some(up)) => {
+            // The tunnel is a new connection to decide (SPEC §3, Tunnels).
+            Box::pin(super::tunnel(shared, info, client, up.s, cbuf, ubuf, depth)).await;
+        }
+        (Next::Tunnel { connect: false }, Some(up)) => {
             // Splicing needs the reactor's socket.
             let Ok(mut client) = client.into_registered() else {
                 return;
@@ -204,8 +224,8 @@ pub async fn serve(
             )
             .await;
         }
-        (_, Some(up)) => info.listener.pool.put(up.addr, up.s),
-        (_, None) => {}
+        (_, Some(up)) if depth == 0 => info.listener.pool.put(up.addr, up.s),
+        (_, _) => {}
     }
 }
 
@@ -246,7 +266,13 @@ impl Conn<'_> {
             if !self.cbuf.is_empty() {
                 // Parsing happens in a plain function: the 4 KiB header
                 // array must not become part of this future's state.
-                match parse_and_plan(self.shared, self.info, &self.cbuf, &mut self.obuf) {
+                match parse_and_plan(
+                    self.shared,
+                    self.info,
+                    &self.cbuf,
+                    &mut self.obuf,
+                    self.depth,
+                ) {
                     Parsed::Plan(p) => {
                         if self.first.take().is_some() {
                             self.shared.metrics.sniffed(Sniffed::Http);
@@ -254,21 +280,24 @@ impl Conn<'_> {
                         return Some(p);
                     }
                     Parsed::Invalid => {
-                        if self.first.is_some() {
+                        if self.first.take().is_some() {
                             self.shared.metrics.sniffed(Sniffed::Invalid);
                         }
                         tracing::debug!(peer = %self.info.peer, "invalid request head");
+                        self.refuse(400, Reason::BadRequest);
                         return Some(Plan::Answer { linger: true });
                     }
                     Parsed::NeedMore => {}
                 }
                 if self.cbuf.len() >= self.shared.limits.max_sniff_bytes {
-                    if self.first.is_some() {
-                        // As the sniffer's cap: closed, counted.
+                    // Too long to decide on: refused, never passed (414
+                    // while the request line is not complete, 431 after).
+                    if self.first.take().is_some() {
                         self.shared.metrics.sniffed(Sniffed::Invalid);
-                        return None;
                     }
-                    simple(&mut self.obuf, 431, None);
+                    let start = skip_empty_lines(&self.cbuf);
+                    let line_done = self.cbuf[start..].contains(&b'\n');
+                    self.refuse(if line_done { 431 } else { 414 }, Reason::TooLong);
                     return Some(Plan::Answer { linger: true });
                 }
             }
@@ -311,6 +340,12 @@ impl Conn<'_> {
                 }
             }
         }
+    }
+
+    /// Refuse the request at hand with `status` (in `obuf`), counted as a
+    /// blocking decision with `reason`.
+    fn refuse(&mut self, status: u16, reason: Reason) {
+        refused(self.shared, self.info, &mut self.obuf, status, reason);
     }
 
     async fn answer_and_close(&mut self, linger: bool) {
@@ -378,6 +413,10 @@ impl Conn<'_> {
                 return Ok(());
             }
         }
+        if self.depth > 0 {
+            // In a tunnel: once it is gone there is no other way there.
+            return Err(());
+        }
         if let Some(s) = self.info.listener.pool.take(addr) {
             self.up = Some(Up {
                 s,
@@ -390,6 +429,9 @@ impl Conn<'_> {
     }
 
     async fn connect(&mut self) -> Result<(), ()> {
+        if self.depth > 0 {
+            return Err(());
+        }
         let t = Duration::from_millis(self.shared.limits.upstream_connect_timeout_ms);
         match self.info.upstream.connect(t).await {
             Ok(s) => {
@@ -582,7 +624,7 @@ impl Conn<'_> {
                 return Next::Close;
             }
             self.ubuf.drain(..r.end);
-            return Next::Tunnel;
+            return Next::Tunnel { connect: f.connect };
         }
         let mut chunked = Chunked::new();
         let (here, done) = match body_prefix(r.body, &self.ubuf[r.end..], &mut chunked) {
@@ -783,24 +825,39 @@ where
 }
 
 /// A complete request head at the start of `buf`, planned.
-fn parse_and_plan(shared: &Shared, info: &ConnInfo, buf: &[u8], obuf: &mut Vec<u8>) -> Parsed {
+fn parse_and_plan(
+    shared: &Shared,
+    info: &ConnInfo,
+    buf: &[u8],
+    obuf: &mut Vec<u8>,
+    depth: u8,
+) -> Parsed {
     let mut slots = header_slots();
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(end)) => {
-            Parsed::Plan(plan(shared, info, buf, &req, end, obuf))
+            Parsed::Plan(plan(shared, info, buf, &req, end, obuf, depth))
         }
         Ok(httparse::Status::Partial) => Parsed::NeedMore,
-        Err(_) => {
-            simple(obuf, 400, None);
-            Parsed::Invalid
-        }
+        Err(_) => Parsed::Invalid,
     }
+}
+
+/// `status` with `X-Icpgate-Reason` in `out`, counted as a blocking
+/// decision with `reason`.
+fn refused(shared: &Shared, info: &ConnInfo, out: &mut Vec<u8>, status: u16, reason: Reason) {
+    let d = Decision {
+        action: Action::Block,
+        reason,
+        matched: None,
+    };
+    record(shared, Proto::Http, &d, "", info, Instant::now());
+    simple(out, status, Some(reason));
 }
 
 enum Parsed {
     NeedMore,
-    /// Not a valid request head; `obuf` holds the 400.
+    /// Not a valid request head.
     Invalid,
     Plan(Plan),
 }
@@ -952,6 +1009,7 @@ fn plan(
     req: &httparse::Request<'_, '_>,
     end: usize,
     obuf: &mut Vec<u8>,
+    depth: u8,
 ) -> Plan {
     let started = Instant::now();
     obuf.clear();
@@ -976,7 +1034,8 @@ fn plan(
             return Plan::Answer { linger: true };
         }
     };
-    {
+    // Allowed (or passed): counted once the framing is known to be sound.
+    let allowed = {
         let snap = shared.table.load();
         let now = crate::decision::now_unix();
         // Found once: the lookup walks up to it, a block page shows it.
@@ -1018,8 +1077,8 @@ fn plan(
                     .any(|h| eq(h.name, "content-length") || eq(h.name, "transfer-encoding"));
             return Plan::Answer { linger: !done };
         }
-        record(shared, Proto::Http, &d, "", info, started);
-    }
+        (d.action, d.reason)
+    };
 
     // Framing and hop-by-hop headers.
     let mut length: Option<u64> = None;
@@ -1032,7 +1091,8 @@ fn plan(
     let mut close = http10;
     let mut conn_upgrade = false;
     let mut upgrade_hdr = false;
-    let mut h2c = false;
+    // An upgrade to anything but WebSocket (h2c included).
+    let mut bad_upgrade = false;
     let mut named = Named::new();
     for h in req.headers.iter() {
         let n = h.name;
@@ -1066,20 +1126,30 @@ fn plan(
         } else if is_hop_header(n) {
             hop = true;
             hop_other = true;
+        } else if eq(n, "http2-settings") {
+            bad_upgrade = true;
         } else if eq(n, "upgrade") {
             upgrade_hdr = true;
-            if tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"h2c")) {
-                h2c = true;
+            if tokens(h.value).any(|t| !t.eq_ignore_ascii_case(b"websocket")) {
+                bad_upgrade = true;
             }
         }
     }
     if te && (http10 || !te_chunked_last) {
         bad = true;
     }
-    if bad {
-        simple(obuf, 400, None);
+    let connect = eq(method, "CONNECT");
+    if bad || (connect && depth >= MAX_TUNNEL_DEPTH) {
+        refused(shared, info, obuf, 400, Reason::BadRequest);
         return Plan::Answer { linger: true };
     }
+    let (action, reason) = allowed;
+    let d = Decision {
+        action,
+        reason,
+        matched: None,
+    };
+    record(shared, Proto::Http, &d, "", info, started);
     // TE with CL: chunked wins, CL is dropped, and the connection closes
     // after the response (RFC 9112 §6.1).
     let te_and_cl = te && length.is_some();
@@ -1092,11 +1162,11 @@ fn plan(
             Some(n) => Body::Length(n),
         }
     };
-    let connect = eq(method, "CONNECT");
     // An `Upgrade: h2c` would turn the connection into HTTP/2, whose
-    // streams name any authority without another decision: the offer is
-    // removed (RFC 9113 §3.1 clients then get HTTP/1.1).
-    let upgrade = upgrade_hdr && conn_upgrade && !h2c;
+    // streams name any authority without another decision, and any other
+    // protocol but WebSocket would be a blind pipe: the offer is removed
+    // (clients then go on in HTTP/1.1; RFC 9113 §3.1 for h2c).
+    let upgrade = upgrade_hdr && conn_upgrade && !bad_upgrade;
     let abs_form = !connect && !target.starts_with('/') && target != "*";
     let start = skip_empty_lines(&buf[..end]);
     let f = Fwd {
@@ -1105,7 +1175,7 @@ fn plan(
         // `Connection: keep-alive` alone on HTTP/1.1 is what we would say
         // to the upstream ourselves (its pooled connection stays open): it
         // may go as it came.
-        verbatim: (!hop || (!hop_other && !http10)) && !te_and_cl && !abs_form && !h2c,
+        verbatim: (!hop || (!hop_other && !http10)) && !te_and_cl && !abs_form && !bad_upgrade,
         body,
         close,
         upgrade,
@@ -1139,7 +1209,7 @@ fn plan(
         let n = h.name;
         let drop = is_hop_header(n)
             || (te_and_cl && eq(n, "content-length"))
-            || (h2c && (eq(n, "upgrade") || eq(n, "http2-settings")))
+            || (bad_upgrade && (eq(n, "upgrade") || eq(n, "http2-settings")))
             || (named.has(n)
                 && !eq(n, "transfer-encoding")
                 && !eq(n, "content-length")

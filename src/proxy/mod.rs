@@ -32,7 +32,7 @@ use crate::sniff::{self, tls};
 use crate::top::TopBlocked;
 
 use self::prefixed::Prefixed;
-use self::upstream::Upstream;
+use self::upstream::{Tracked, Upstream};
 
 /// State shared by every connection.
 pub struct Shared {
@@ -216,7 +216,7 @@ pub async fn handle(
     };
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     let limits = &shared.limits;
-    let header_deadline =
+    let mut header_deadline =
         tokio::time::Instant::now() + Duration::from_millis(limits.header_timeout_ms);
 
     if lctx.proxy_protocol {
@@ -241,7 +241,7 @@ pub async fn handle(
         let started = Instant::now();
         let d = shared.policy.decide_no_name(Some(info.dst));
         record(&shared, Proto::Other, &d, "", &info, started);
-        passthrough(&shared, &info, stream, buf).await;
+        passthrough(&shared, &info, stream, buf, None).await;
         return;
     }
 
@@ -261,46 +261,228 @@ pub async fn handle(
             Some(Ok(_)) | None => {}
         }
     }
+    let mut pre = None;
     if buf.is_empty() {
         let wait = tokio::time::Instant::now() + Duration::from_millis(limits.server_first_wait_ms);
         match timeout_at(wait, stream.read_buf(&mut buf)).await {
-            Err(_) => {
-                // Server-first protocol (SMTP, MySQL, FTP): pass as `other`.
-                shared.metrics.sniffed(Sniffed::Nothing);
-                no_name(&shared, &info, stream, buf).await;
-                return;
-            }
+            Err(_) => match first_speaker(&shared, &info, &mut stream, &mut buf, None).await {
+                First::Server(up, said) => {
+                    server_spoke_first(&shared, &info, stream, up, said).await;
+                    return;
+                }
+                First::Client(up) => {
+                    // The header timeout runs from the client's first byte.
+                    pre = up;
+                    header_deadline = tokio::time::Instant::now()
+                        + Duration::from_millis(limits.header_timeout_ms);
+                }
+                First::Gone => return,
+            },
             Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(_)) => {}
         }
     }
+    dispatch(shared, info, stream, buf, pre, header_deadline, 0).await;
+}
 
+/// Tunnels (`CONNECT`) inside tunnels are sniffed again up to this depth;
+/// a `CONNECT` deeper than that is refused.
+pub const MAX_TUNNEL_DEPTH: u8 = 3;
+
+/// Classify the client's first bytes (`buf`, at least one) and hand the
+/// connection to the TLS, HTTP or other path. `pre`: an upstream connection
+/// already open for it (after a server-first wait, or the tunnel of a
+/// `CONNECT`). `depth`: how many `CONNECT` tunnels this connection is in.
+pub(crate) async fn dispatch(
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    mut stream: Client,
+    mut buf: Vec<u8>,
+    pre: Option<Tracked>,
+    header_deadline: tokio::time::Instant,
+    depth: u8,
+) {
+    let cap = shared.limits.max_sniff_bytes;
     loop {
         match sniff::classify(&buf) {
-            sniff::Kind::Tls => return tls_conn(shared, info, stream, buf, header_deadline).await,
+            sniff::Kind::Tls => {
+                return tls_conn(shared, info, stream, buf, header_deadline, pre).await;
+            }
             sniff::Kind::Http => {
-                return http_first(shared, info, stream, buf, header_deadline).await;
+                return h1::serve(shared, info, stream, buf, header_deadline, pre, depth).await;
             }
             sniff::Kind::Other => {
                 shared.metrics.sniffed(Sniffed::Other);
-                no_name(&shared, &info, stream, buf).await;
+                no_name(&shared, &info, stream, buf, pre).await;
                 return;
             }
+            // Still a prefix of a request line at the cap: the HTTP engine
+            // refuses it (414), so length never turns HTTP into "other".
+            sniff::Kind::NeedMore if buf.len() >= cap => {
+                return h1::serve(shared, info, stream, buf, header_deadline, pre, depth).await;
+            }
             sniff::Kind::NeedMore => {
-                if let Err(e) = read_more(
-                    &mut stream,
-                    &mut buf,
-                    header_deadline,
-                    limits.max_sniff_bytes,
-                )
-                .await
-                {
+                if let Err(e) = read_more(&mut stream, &mut buf, header_deadline, cap).await {
                     count_early(&shared, &e);
                     return;
                 }
             }
         }
     }
+}
+
+/// The tunnel of a `CONNECT` answered 2xx is a new connection inside the
+/// old one (SPEC §3, Tunnels): the client's first bytes in it (already in
+/// `cbuf`, or still to come) are sniffed and decided like a fresh
+/// connection's, with the tunnel as the upstream. `ubuf`: what the upstream
+/// sent after its answer — the tunnel's server spoke first (a banner), unless
+/// the client's bytes are here too, which are then decided.
+pub(crate) async fn tunnel(
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    mut client: Client,
+    up: Tracked,
+    mut cbuf: Vec<u8>,
+    ubuf: Vec<u8>,
+    depth: u8,
+) {
+    if cbuf.is_empty() && !ubuf.is_empty() {
+        server_spoke_first(&shared, &info, client, up, ubuf).await;
+        return;
+    }
+    if !write_within(&mut client, &ubuf, shared.limits.idle()).await {
+        return;
+    }
+    drop(ubuf);
+    let mut pre = Some(up);
+    if cbuf.is_empty() {
+        match first_speaker(&shared, &info, &mut client, &mut cbuf, pre.take()).await {
+            First::Server(up, said) => {
+                server_spoke_first(&shared, &info, client, up, said).await;
+                return;
+            }
+            First::Client(Some(up)) => pre = Some(up),
+            // The tunnel closed: there is no other way to its end.
+            First::Client(None) | First::Gone => return,
+        }
+    }
+    let deadline = tokio::time::Instant::now() + shared.limits.header_timeout();
+    dispatch(shared, info, client, cbuf, pre, deadline, depth + 1).await;
+}
+
+/// Who spoke first on a connection whose client was silent.
+pub(crate) enum First {
+    /// The server (a banner): its bytes.
+    Server(Tracked, Vec<u8>),
+    /// The client: its bytes are in the buffer; the upstream connection
+    /// opened meanwhile, if it is still open.
+    Client(Option<Tracked>),
+    Gone,
+}
+
+/// The client has said nothing yet. Open the upstream (`pre`, or a new
+/// connection) so that a server-first protocol's banner can come, and wait
+/// — up to the idle timeout — for whichever side speaks first. Only the
+/// server speaking first makes the connection a pipe; client bytes, however
+/// late, are sniffed and decided like a fresh connection's (SPEC §3,
+/// "Nothing yet"). An upstream that closes before anyone spoke is let go
+/// and the wait goes on for the client alone.
+pub(crate) async fn first_speaker(
+    shared: &Shared,
+    info: &ConnInfo,
+    stream: &mut Client,
+    buf: &mut Vec<u8>,
+    pre: Option<Tracked>,
+) -> First {
+    let limits = &shared.limits;
+    let deadline = tokio::time::Instant::now() + limits.idle();
+    let mut up = match pre {
+        Some(up) => Some(up),
+        None => match info.upstream.connect(limits.connect_timeout()).await {
+            Ok(up) => Some(up),
+            Err(e) => {
+                upstream_error(shared, info, &e);
+                None
+            }
+        },
+    };
+    let Ok(client) = stream.registered() else {
+        return First::Gone;
+    };
+    loop {
+        let Some(u) = up.as_mut() else {
+            return match timeout_at(deadline, client.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => First::Client(None),
+                _ => First::Gone,
+            };
+        };
+        let mut said = Vec::new();
+        let who = timeout_at(deadline, async {
+            tokio::select! {
+                // The client first: bytes from both sides at once are
+                // decided, not piped.
+                biased;
+                r = client.read_buf(buf) => (true, r),
+                r = u.read_buf(&mut said) => (false, r),
+            }
+        })
+        .await;
+        match who {
+            Ok((true, Ok(n))) if n > 0 => return First::Client(up),
+            Ok((false, Ok(n))) if n > 0 => {
+                return match up {
+                    Some(u) => First::Server(u, said),
+                    None => First::Gone,
+                }
+            }
+            // The upstream gave up first: wait for the client alone.
+            Ok((false, _)) => up = None,
+            _ => return First::Gone,
+        }
+    }
+}
+
+/// The server spoke first (SMTP, FTP, MySQL banners): no name to decide on
+/// (R3); allowed → its bytes go to the client and the connection is a pipe.
+async fn server_spoke_first(
+    shared: &Shared,
+    info: &ConnInfo,
+    stream: Client,
+    up: Tracked,
+    said: Vec<u8>,
+) {
+    shared.metrics.sniffed(Sniffed::Nothing);
+    let started = Instant::now();
+    let d = shared.policy.decide_no_name(Some(info.dst));
+    record(shared, Proto::Other, &d, "", info, started);
+    if d.action == Action::Block {
+        stream.reset();
+        return;
+    }
+    let Ok(mut client) = stream.into_registered() else {
+        return;
+    };
+    if !write_within(&mut client, &said, shared.limits.idle()).await {
+        return;
+    }
+    drop(said);
+    let mut up = up;
+    pipe::pipe(
+        &mut client,
+        &mut up,
+        shared.limits.copy_buffer_bytes,
+        shared.limits.idle(),
+    )
+    .await;
+}
+
+fn upstream_error(shared: &Shared, info: &ConnInfo, e: &std::io::Error) {
+    shared
+        .metrics
+        .upstream_errors
+        .with_label_values(&[&info.listener.label])
+        .inc();
+    tracing::debug!(upstream = %info.upstream.addr, error = %e, "upstream connect failed");
 }
 
 /// Was this connection made to the listener directly rather than
@@ -397,15 +579,21 @@ async fn read_proxy_header(
     }
 }
 
-/// No domain in sight (other protocol, server-first): R3.
-async fn no_name(shared: &Shared, info: &ConnInfo, stream: Client, buf: Vec<u8>) {
+/// No domain in sight (a protocol other than TLS and HTTP): R3.
+async fn no_name(
+    shared: &Shared,
+    info: &ConnInfo,
+    stream: Client,
+    buf: Vec<u8>,
+    pre: Option<Tracked>,
+) {
     let started = Instant::now();
     let d = shared.policy.decide_no_name(Some(info.dst));
     record(shared, Proto::Other, &d, "", info, started);
     if d.action == Action::Block {
         stream.reset();
     } else {
-        passthrough(shared, info, stream, buf).await;
+        passthrough(shared, info, stream, buf, pre).await;
     }
 }
 
@@ -423,24 +611,24 @@ where
         )
 }
 
-async fn passthrough(shared: &Shared, info: &ConnInfo, client: Client, first: Vec<u8>) {
+async fn passthrough(
+    shared: &Shared,
+    info: &ConnInfo,
+    client: Client,
+    first: Vec<u8>,
+    pre: Option<Tracked>,
+) {
     let limits = &shared.limits;
-    let mut up = match info
-        .upstream
-        .connect(Duration::from_millis(limits.upstream_connect_timeout_ms))
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&[&info.listener.label])
-                .inc();
-            tracing::debug!(upstream = %info.upstream.addr, error = %e, "upstream connect failed");
-            client.reset();
-            return;
-        }
+    let mut up = match pre {
+        Some(up) => up,
+        None => match info.upstream.connect(limits.connect_timeout()).await {
+            Ok(s) => s,
+            Err(e) => {
+                upstream_error(shared, info, &e);
+                client.reset();
+                return;
+            }
+        },
     };
     // The sniffed bytes go first, nearly always in one `send` (no timer
     // then); an upstream that does not take the rest within the idle
@@ -507,26 +695,28 @@ async fn tls_conn(
     mut stream: Client,
     mut buf: Vec<u8>,
     deadline: tokio::time::Instant,
+    pre: Option<Tracked>,
 ) {
-    let cap = shared.limits.max_sniff_bytes.min(tls::MAX_HELLO + 5 * 64);
+    // Up to `max_sniff_bytes` of handshake bytes, in records of any size:
+    // the buffer also holds a 5-byte header per record (at most one per
+    // handshake byte).
+    let max_hs = shared.limits.max_sniff_bytes;
+    let cap = max_hs.saturating_mul(6);
     let hello = loop {
-        match tls::parse(&buf) {
+        match tls::parse_within(&buf, max_hs) {
             tls::Parse::Found(h) => break h,
             tls::Parse::Invalid(why) => {
                 shared.metrics.sniffed(Sniffed::Invalid);
-                if why.starts_with("two server_name") {
-                    // R10: refuse, never pick one.
-                    let started = Instant::now();
-                    let d = Decision {
-                        action: Action::Block,
-                        reason: Reason::AmbiguousHost,
-                        matched: None,
-                    };
-                    record(&shared, Proto::Tls, &d, "", &info, started);
-                    tls_block(&shared, stream, buf, "", &d).await;
-                } else {
-                    tracing::debug!(peer = %info.peer, why, "invalid ClientHello");
-                    stream.reset();
+                let started = Instant::now();
+                match decide_tls_invalid(&why) {
+                    Some(d) => {
+                        record(&shared, Proto::Tls, &d, "", &info, started);
+                        tls_block(&shared, stream, buf, "", &d).await;
+                    }
+                    None => {
+                        tracing::debug!(peer = %info.peer, why = %why, "invalid ClientHello");
+                        stream.reset();
+                    }
                 }
                 return;
             }
@@ -557,8 +747,24 @@ async fn tls_conn(
     };
     match blocked {
         Some((name, owned)) => Box::pin(tls_block_owned(&shared, stream, buf, &name, owned)).await,
-        None => passthrough(&shared, &info, stream, buf).await,
+        None => passthrough(&shared, &info, stream, buf, pre).await,
     }
+}
+
+/// A ClientHello that cannot be decided on a name: R10 (two names) and an
+/// oversized hello are blocking decisions, counted with their reason;
+/// anything else malformed is reset (`None`) and counted as invalid.
+fn decide_tls_invalid(why: &tls::Invalid) -> Option<Decision<'static>> {
+    let reason = match why {
+        tls::Invalid::TwoNames => Reason::AmbiguousHost,
+        tls::Invalid::TooLarge => Reason::TooLong,
+        tls::Invalid::Malformed(_) => return None,
+    };
+    Some(Decision {
+        action: Action::Block,
+        reason,
+        matched: None,
+    })
 }
 
 /// The parts of a blocking decision the page needs, detached from the
@@ -616,18 +822,6 @@ async fn tls_block_owned(
         }
         (TlsBlock::Page, None) => stream.reset(),
     }
-}
-
-async fn http_first(
-    shared: Arc<Shared>,
-    info: ConnInfo,
-    stream: Client,
-    buf: Vec<u8>,
-    deadline: tokio::time::Instant,
-) {
-    // The HTTP engine reads the first head to its end (bounded, timed,
-    // counted) and decides every request, this first one included.
-    h1::serve(shared, info, stream, buf, deadline).await;
 }
 
 /// The host a blocked request or connection is reported under.

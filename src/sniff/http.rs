@@ -29,46 +29,84 @@ pub enum Looks {
     NeedMore,
 }
 
-/// Longest first line we wait for before deciding it is not HTTP.
-pub const MAX_REQUEST_LINE: usize = 8192;
+/// Longest SSH identification line (RFC 4253 §4.2: 255 bytes with CR LF).
+const MAX_SSH_IDENT: usize = 255;
 
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Is this the start of an HTTP/1.x request? Leading empty lines are
-/// skipped (servers ignore them, RFC 9112 §2.2, so an attacker could use
-/// them to look like "not HTTP"). A first line `token SP ... SP HTTP/x.y`
-/// (any case, CRLF or bare LF) is HTTP; such a head that then fails to
-/// parse is invalid and closed, never waved through as "other". A first line
-/// of another shape (SSH banners, Redis inline commands, HTTP/0.9 without a
-/// version, which names no host) is not HTTP.
+/// Bytes that some HTTP server takes for whitespace around or between the
+/// words of a request line: SP, HTAB, VT, FF and CR (RFC 9112 §3 lets a
+/// server accept them as separators) and what Python's `str.split()` also
+/// splits on in a Latin-1 line (0x1C–0x1F, NEL 0x85, NBSP 0xA0). LF is not
+/// among them: it ends the line.
+pub fn is_line_space(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'\t' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | 0x85 | 0xa0
+    )
+}
+
+/// Does the connection start like an HTTP/1.x request (SPEC §3, the
+/// classification rule, `docs/data-path.md`)? Pure and incremental.
+///
+/// - Leading line-space and empty lines are skipped (nginx and Node skip
+///   empty lines, Python skips leading whitespace).
+/// - Then a method token (RFC 9110 token characters, any length, any case),
+///   one or more separators (any line-space byte above), and the first byte
+///   of a target: **HTTP**, whatever follows (a version or none: HTTP/0.9
+///   forms, odd versions, a line of any length). The HTTP engine then parses
+///   it strictly and decides, or answers 400 / 414 / 431 and closes.
+/// - `NeedMore` while the bytes so far are a prefix of that shape (the
+///   caller, at its size cap, hands such a prefix to the HTTP engine, which
+///   refuses it as too long: length never turns HTTP into "other").
+/// - **Not HTTP**: a first byte that cannot start a method (binary
+///   protocols, TLS, `{`), a token ended by anything but a separator
+///   (`GET/`, `\0`), or a token with no target on its line (`PING\r\n`).
+/// - One exception: an SSH identification line (`SSH-2.0-… comment\r\n`,
+///   RFC 4253 §4.2, which the spec names as "other") is not HTTP when it
+///   fits in 255 bytes and has neither `HTTP/` nor `://` in it. No server
+///   accepts `SSH-2.0-…` as a method on a line without an HTTP version, and
+///   without a version or an absolute target no server learns a host name.
 pub fn looks_like_http(buf: &[u8]) -> Looks {
-    let start = buf
-        .iter()
-        .position(|b| *b != b'\r' && *b != b'\n')
-        .unwrap_or(buf.len());
+    let Some(start) = buf.iter().position(|b| !is_line_space(*b) && *b != b'\n') else {
+        return Looks::NeedMore;
+    };
     let rest = &buf[start..];
     let method_len = rest.iter().take_while(|b| is_tchar(**b)).count();
+    if method_len == 0 {
+        return Looks::No;
+    }
     match rest.get(method_len) {
-        None if start < MAX_REQUEST_LINE && rest.len() < MAX_REQUEST_LINE => {
-            return Looks::NeedMore
-        }
-        None => return Looks::No,
-        Some(b' ') if method_len > 0 => {}
+        None => return Looks::NeedMore,
+        Some(b) if is_line_space(*b) => {}
+        // LF (a lone word on its line), '/', NUL, ...
         Some(_) => return Looks::No,
     }
-    let Some(eol) = rest.iter().position(|b| *b == b'\n') else {
-        return if rest.len() < MAX_REQUEST_LINE {
+    let after = &rest[method_len..];
+    match after.iter().find(|b| !is_line_space(**b)) {
+        None => Looks::NeedMore,
+        Some(b'\n') => Looks::No,
+        Some(_) if rest.starts_with(b"SSH-") => ssh_ident(rest),
+        Some(_) => Looks::Yes,
+    }
+}
+
+/// An SSH identification line with a comment (`SSH-2.0-x comment`): not
+/// HTTP if it is one, HTTP otherwise (see [`looks_like_http`]).
+fn ssh_ident(rest: &[u8]) -> Looks {
+    let window = &rest[..rest.len().min(MAX_SSH_IDENT)];
+    let Some(eol) = window.iter().position(|b| *b == b'\n') else {
+        return if rest.len() < MAX_SSH_IDENT {
             Looks::NeedMore
         } else {
-            Looks::No
+            Looks::Yes
         };
     };
-    let line = &rest[..eol];
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|b| *b == b' ').next().unwrap_or(b"");
-    if version.len() >= 5 && version[..5].eq_ignore_ascii_case(b"HTTP/") {
+    let line = &window[..eol];
+    let has = |pat: &[u8]| line.windows(pat.len()).any(|w| w.eq_ignore_ascii_case(pat));
+    if has(b"HTTP/") || has(b"://") {
         Looks::Yes
     } else {
         Looks::No
@@ -112,9 +150,14 @@ fn request_host_parts<'a>(
             }
             Ok(Some(t))
         }
-        (Some(t), None) => Ok(Some(
+        // HTTP/1.0 may name its host in the target alone.
+        (Some(t), None) if http10 => Ok(Some(
             hostname::canonicalize(t).map_err(|_| Reason::BadHost)?,
         )),
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused, even
+        // with an absolute-form target (an origin would serve its default
+        // site, not the target's).
+        (Some(_), None) => Err(Reason::AmbiguousHost),
         (None, Some(h)) => Ok(Some(h)),
         (None, None) if http10 => Ok(None),
         // RFC 9112 §3.2: an HTTP/1.1 request without Host.
@@ -231,6 +274,10 @@ mod tests {
             Ok(Some("a.com".into()))
         );
         assert_eq!(
+            host("GET http://a.com/x HTTP/1.1\r\n\r\n"),
+            Err(Reason::AmbiguousHost)
+        );
+        assert_eq!(
             host("CONNECT a.com:443 HTTP/1.1\r\nHost: a.com:443\r\n\r\n"),
             Ok(Some("a.com".into()))
         );
@@ -259,19 +306,61 @@ mod tests {
 
     #[test]
     fn looks() {
-        assert_eq!(looks_like_http(b"GET / HTTP/1.1\r\n"), Looks::Yes);
-        assert_eq!(looks_like_http(b"GET / HTTP/1.1"), Looks::NeedMore);
-        assert_eq!(looks_like_http(b"\r\n\r\nGET / HTTP/1.1\r\n"), Looks::Yes);
-        assert_eq!(looks_like_http(b"get / http/1.0\n"), Looks::Yes);
-        assert_eq!(looks_like_http(b"PRI * HTTP/2.0\r\n"), Looks::Yes);
-        assert_eq!(looks_like_http(b"GE"), Looks::NeedMore);
-        assert_eq!(looks_like_http(b""), Looks::NeedMore);
-        assert_eq!(looks_like_http(b"\r\n"), Looks::NeedMore);
-        assert_eq!(looks_like_http(b"SSH-2.0-OpenSSH_9.6\r\n"), Looks::No);
-        assert_eq!(looks_like_http(b"SET k v\r\n"), Looks::No);
-        assert_eq!(looks_like_http(b"GET /\r\n"), Looks::No);
-        assert_eq!(looks_like_http(b"\x16\x03\x01"), Looks::No);
-        assert_eq!(looks_like_http(b" GET"), Looks::No);
-        assert_eq!(looks_like_http(&[b'A'; MAX_REQUEST_LINE + 1]), Looks::No);
+        use Looks::*;
+        let cases: &[(&[u8], Looks)] = &[
+            (b"GET / HTTP/1.1\r\n", Yes),
+            (b"GET / HTTP/1.1", Yes),
+            (b"GET /", Yes),
+            (b"GET ", NeedMore),
+            (b"GET \t\x0b", NeedMore),
+            (b"\r\n\r\nGET / HTTP/1.1\r\n", Yes),
+            (b" \t\x0cGET\x0b/", Yes),
+            (b"\x85GET\xa0/", Yes),
+            (b"get / http/1.0\n", Yes),
+            (b"PRI * HTTP/2.0\r\n", Yes),
+            (b"GET /\r\n", Yes),
+            (b"GET\r/ HTTP/1.1\r\n", Yes),
+            (b"FOO bar", Yes),
+            (b"SET k v\r\n", Yes),
+            (b"GE", NeedMore),
+            (b"", NeedMore),
+            (b"\r\n", NeedMore),
+            (b"  \r\n \t", NeedMore),
+            (b"PING\r\n", No),
+            (b"PING \r\n", No),
+            (b"GET\n/ HTTP/1.1", No),
+            (b"GET/ HTTP/1.1", No),
+            (b"G\0T / HTTP/1.1", No),
+            (b"\x16\x03\x01", No),
+            (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", No),
+            (b"{\"a\": 1}", No),
+            (b"*3\r\n$3\r\nSET\r\n", No),
+            // SSH identification lines, with and without a comment.
+            (b"SSH-2.0-OpenSSH_9.6\r\n", No),
+            (b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n", No),
+            (b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", NeedMore),
+            (b"SSH-2.0-x / HTTP/1.1\r\n", Yes),
+            (b"SSH-2.0-x http://a.cn/\r\n", Yes),
+            (b"SSH-2.0-x http://a.cn/", NeedMore),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                looks_like_http(bytes),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        // Length never decides: a token or an SSH line of any length stays
+        // HTTP (or a prefix of it).
+        assert_eq!(looks_like_http(&[b'A'; 100_000]), NeedMore);
+        let mut long_ssh = b"SSH-2.0-x ".to_vec();
+        long_ssh.extend([b'c'; 300]);
+        assert_eq!(looks_like_http(&long_ssh), Yes);
+        // Every prefix of an HTTP request line is HTTP or NeedMore.
+        let line = b"\r\n  GET\t/x?q=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        for n in 0..=line.len() {
+            assert_ne!(looks_like_http(&line[..n]), No, "{n}");
+        }
     }
 }

@@ -10,8 +10,10 @@
 //! nothing (tls-parser collects ciphers and extensions into `Vec`s); the
 //! tests cross-check every fixture against `tls-parser`.
 
-/// Largest ClientHello we accept. Real ones are < 2 KiB (post-quantum key
-/// shares included); the record layer allows 16 KiB per record.
+/// Largest ClientHello [`parse`] accepts (the data path uses
+/// [`parse_within`] with `[limits] max_sniff_bytes`). Real ones are < 2 KiB
+/// (post-quantum key shares included); the record layer allows 16 KiB per
+/// record and a hello may span several records.
 pub const MAX_HELLO: usize = 16 * 1024;
 
 const CONTENT_HANDSHAKE: u8 = 22;
@@ -71,7 +73,33 @@ pub struct Hello {
 pub enum Parse {
     NeedMore,
     Found(Hello),
-    Invalid(&'static str),
+    Invalid(Invalid),
+}
+
+/// Why a ClientHello cannot be decided on (typed, so that the rules in
+/// `decision` never look at error text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    /// Two server_name extensions, or two host_name entries in one: R10.
+    TwoNames,
+    /// More handshake bytes than the limit.
+    TooLarge,
+    /// Anything else: not a well-formed ClientHello.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::TwoNames => f.write_str("two server names"),
+            Invalid::TooLarge => f.write_str("ClientHello larger than the limit"),
+            Invalid::Malformed(why) => f.write_str(why),
+        }
+    }
+}
+
+fn bad(why: &'static str) -> Parse {
+    Parse::Invalid(Invalid::Malformed(why))
 }
 
 /// Is this the first byte of a TLS handshake record?
@@ -79,8 +107,15 @@ pub fn looks_like_tls(first: u8) -> bool {
     first == CONTENT_HANDSHAKE
 }
 
-/// Parse the ClientHello at the start of `buf`.
+/// Parse the ClientHello at the start of `buf`, up to [`MAX_HELLO`].
 pub fn parse(buf: &[u8]) -> Parse {
+    parse_within(buf, MAX_HELLO)
+}
+
+/// Parse the ClientHello at the start of `buf`; a handshake message of more
+/// than `max_hs` bytes (its 4-byte header included) is
+/// [`Invalid::TooLarge`], as soon as its length is known.
+pub fn parse_within(buf: &[u8], max_hs: usize) -> Parse {
     // Pass 1: walk the record headers; find how many handshake bytes are
     // needed and whether they are all here.
     let mut pos = 0usize;
@@ -100,17 +135,17 @@ pub fn parse(buf: &[u8]) -> Parse {
         let hdr = &buf[pos..pos + 5];
         if hdr[0] != CONTENT_HANDSHAKE {
             return if records == 0 {
-                Parse::Invalid("not a TLS handshake record")
+                bad("not a TLS handshake record")
             } else {
-                Parse::Invalid("ClientHello interrupted by a non-handshake record")
+                bad("ClientHello interrupted by a non-handshake record")
             };
         }
         if hdr[1] != 3 {
-            return Parse::Invalid("bad record version");
+            return bad("bad record version");
         }
         let rec_len = usize::from(u16::from_be_bytes([hdr[3], hdr[4]]));
         if rec_len == 0 || rec_len > 16 * 1024 {
-            return Parse::Invalid("bad record length");
+            return bad("bad record length");
         }
         records += 1;
         let body_start = pos + 5;
@@ -126,13 +161,13 @@ pub fn parse(buf: &[u8]) -> Parse {
         hs_have += avail;
         if hs_need.is_none() && hs_have >= 4 {
             if first_hdr[0] != HANDSHAKE_CLIENT_HELLO {
-                return Parse::Invalid("first handshake message is not a ClientHello");
+                return bad("first handshake message is not a ClientHello");
             }
             let len = (usize::from(first_hdr[1]) << 16)
                 | (usize::from(first_hdr[2]) << 8)
                 | usize::from(first_hdr[3]);
-            if len + 4 > MAX_HELLO {
-                return Parse::Invalid("ClientHello too large");
+            if len + 4 > max_hs {
+                return Parse::Invalid(Invalid::TooLarge);
             }
             hs_need = Some(len + 4);
         }
@@ -147,8 +182,10 @@ pub fn parse(buf: &[u8]) -> Parse {
             }
         }
         pos = body_start + rec_len;
-        if pos > MAX_HELLO + 5 * 64 {
-            return Parse::Invalid("ClientHello spread over too many records");
+        // Each record carries at least one handshake byte: at most six
+        // bytes of records per handshake byte.
+        if pos > max_hs.saturating_mul(6) + 30 {
+            return bad("ClientHello spread over too many records");
         }
     }
     let need = hs_need.unwrap_or(0);
@@ -164,7 +201,7 @@ pub fn parse(buf: &[u8]) -> Parse {
                 None => None,
                 Some((a, b)) => match Sni::new(&body[a..b]) {
                     Some(s) => Some(s),
-                    None => return Parse::Invalid("server_name longer than 255 bytes"),
+                    None => return bad("server_name longer than 255 bytes"),
                 },
             };
             Parse::Found(Hello { sni, ech, len: pos })
@@ -174,7 +211,15 @@ pub fn parse(buf: &[u8]) -> Parse {
     if single {
         found(&buf[5 + 4..5 + need])
     } else {
+        // Past MAX_HELLO (a limit raised in the config) on the heap.
         let mut stack = [0u8; MAX_HELLO];
+        let mut heap = Vec::new();
+        let stack: &mut [u8] = if need <= MAX_HELLO {
+            &mut stack
+        } else {
+            heap.resize(need, 0);
+            &mut heap
+        };
         let mut filled = 0usize;
         let mut p = 0usize;
         while filled < need && p + 5 <= buf.len() {
@@ -194,16 +239,22 @@ struct Cur<'a> {
 }
 
 impl<'a> Cur<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
-        let end = self.p.checked_add(n).ok_or("length overflow")?;
-        let s = self.b.get(self.p..end).ok_or("truncated ClientHello")?;
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Invalid> {
+        let end = self
+            .p
+            .checked_add(n)
+            .ok_or(Invalid::Malformed("length overflow"))?;
+        let s = self
+            .b
+            .get(self.p..end)
+            .ok_or(Invalid::Malformed("truncated ClientHello"))?;
         self.p = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<usize, &'static str> {
+    fn u8(&mut self) -> Result<usize, Invalid> {
         Ok(usize::from(self.take(1)?[0]))
     }
-    fn u16(&mut self) -> Result<usize, &'static str> {
+    fn u16(&mut self) -> Result<usize, Invalid> {
         let s = self.take(2)?;
         Ok(usize::from(u16::from_be_bytes([s[0], s[1]])))
     }
@@ -213,26 +264,26 @@ type Body = (Option<(usize, usize)>, bool);
 
 /// Parse a ClientHello body (after the 4-byte handshake header). Returns
 /// the SNI as a byte range of `body`, and whether ECH is present.
-fn parse_body(body: &[u8]) -> Result<Body, &'static str> {
+fn parse_body(body: &[u8]) -> Result<Body, Invalid> {
     let mut c = Cur { b: body, p: 0 };
     let ver = c.take(2)?;
     if ver[0] != 3 {
-        return Err("bad ClientHello version");
+        return Err(Invalid::Malformed("bad ClientHello version"));
     }
     c.take(32)?; // random
     let sid = c.u8()?;
     if sid > 32 {
-        return Err("session id too long");
+        return Err(Invalid::Malformed("session id too long"));
     }
     c.take(sid)?;
     let suites = c.u16()?;
     if suites < 2 || suites % 2 != 0 {
-        return Err("bad cipher suites length");
+        return Err(Invalid::Malformed("bad cipher suites length"));
     }
     c.take(suites)?;
     let comp = c.u8()?;
     if comp < 1 {
-        return Err("no compression methods");
+        return Err(Invalid::Malformed("no compression methods"));
     }
     c.take(comp)?;
     if c.p == body.len() {
@@ -241,7 +292,9 @@ fn parse_body(body: &[u8]) -> Result<Body, &'static str> {
     }
     let ext_len = c.u16()?;
     if c.p + ext_len != body.len() {
-        return Err("extensions length does not match the ClientHello");
+        return Err(Invalid::Malformed(
+            "extensions length does not match the ClientHello",
+        ));
     }
     let mut sni = None;
     let mut seen_sni = false;
@@ -254,7 +307,7 @@ fn parse_body(body: &[u8]) -> Result<Body, &'static str> {
         match typ {
             EXT_SERVER_NAME => {
                 if seen_sni {
-                    return Err("two server_name extensions");
+                    return Err(Invalid::TwoNames);
                 }
                 seen_sni = true;
                 sni = parse_sni(data)?.map(|(a, b)| (start + a, start + b));
@@ -268,11 +321,11 @@ fn parse_body(body: &[u8]) -> Result<Body, &'static str> {
 
 /// The host_name of a server_name extension body; two names is an error
 /// (SPEC R10).
-fn parse_sni(data: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
+fn parse_sni(data: &[u8]) -> Result<Option<(usize, usize)>, Invalid> {
     let mut c = Cur { b: data, p: 0 };
     let list = c.u16()?;
     if list + 2 != data.len() {
-        return Err("server_name list length mismatch");
+        return Err(Invalid::Malformed("server_name list length mismatch"));
     }
     let mut found = None;
     while c.p < data.len() {
@@ -282,16 +335,18 @@ fn parse_sni(data: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
         c.take(len)?;
         if typ == 0 {
             if found.is_some() {
-                return Err("two server_name entries");
+                return Err(Invalid::TwoNames);
             }
             if len == 0 {
-                return Err("empty server_name");
+                return Err(Invalid::Malformed("empty server_name"));
             }
             found = Some((start, start + len));
         }
     }
     if found.is_none() {
-        return Err("server_name extension without a host_name");
+        return Err(Invalid::Malformed(
+            "server_name extension without a host_name",
+        ));
     }
     Ok(found)
 }
@@ -354,6 +409,43 @@ mod tests {
     use super::*;
     use super::{sni_extension as sni_ext, synthetic_hello as hello};
 
+    /// A hello that fills one whole 16 KiB record, and one that needs
+    /// several records: read up to the limit, refused past it.
+    #[test]
+    fn limits_span_records() {
+        let pad = |n: usize| {
+            let mut e = sni_ext(&["a.example.com"]);
+            e.extend([0x00, 0x15]); // padding extension
+            e.extend((n as u16).to_be_bytes());
+            e.extend(vec![0u8; n]);
+            e
+        };
+        // Handshake message exactly 16384 bytes: one full record.
+        let base = hello(&pad(0)).len() - 5;
+        let full = hello(&pad(16 * 1024 - base));
+        assert_eq!(full.len(), 5 + 16 * 1024);
+        assert!(matches!(parse(&full), Parse::Found(_)));
+        assert!(matches!(parse_within(&full, 16 * 1024), Parse::Found(_)));
+        assert_eq!(
+            parse_within(&full, 16 * 1024 - 1),
+            Parse::Invalid(Invalid::TooLarge)
+        );
+        // 40 KiB of handshake across three records.
+        let big = hello(&pad(40 * 1024 - base));
+        let framed = reframe(&big, 16 * 1024);
+        assert_eq!(parse(&framed), Parse::Invalid(Invalid::TooLarge));
+        match parse_within(&framed, 64 * 1024) {
+            Parse::Found(h) => {
+                assert_eq!(h.sni.unwrap().as_bytes(), b"a.example.com");
+                assert_eq!(h.len, framed.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        for n in (0..framed.len()).step_by(997) {
+            assert_eq!(parse_within(&framed[..n], 64 * 1024), Parse::NeedMore);
+        }
+    }
+
     #[test]
     fn synthetic() {
         let h = hello(&sni_ext(&["example.com"]));
@@ -369,10 +461,10 @@ mod tests {
             assert_eq!(parse(&h[..i]), Parse::NeedMore, "prefix {i}");
         }
         let two = hello(&sni_ext(&["a.com", "b.com"]));
-        assert!(matches!(parse(&two), Parse::Invalid(_)));
+        assert_eq!(parse(&two), Parse::Invalid(Invalid::TwoNames));
         let mut dup = sni_ext(&["a.com"]);
         dup.extend(sni_ext(&["a.com"]));
-        assert!(matches!(parse(&hello(&dup)), Parse::Invalid(_)));
+        assert_eq!(parse(&hello(&dup)), Parse::Invalid(Invalid::TwoNames));
         assert_eq!(
             parse(&hello(&[])),
             Parse::Found(Hello {

@@ -53,7 +53,12 @@ pub fn free_port() -> u16 {
 
 /// Start `icpgate run --config <cfg>` with its stderr kept in `log`.
 pub fn spawn_icpgate(cfg: &Path, log: &Path, rust_log: Option<&str>) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_icpgate"));
+    // ICPGATE_TEST_BIN: run the tests against another build (to show that
+    // a test fails on the code before a fix).
+    let bin = std::env::var_os("ICPGATE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_icpgate")));
+    let mut cmd = Command::new(bin);
     cmd.args(["run", "--config"])
         .arg(cfg)
         .stdout(Stdio::null())

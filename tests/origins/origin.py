@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """usage: python3 origin.py PORT LOGFILE  -> prints "ready" on stdout once listening on 127.0.0.1:PORT"""
-import json, sys, threading
+import json, re, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, LOGFILE = int(sys.argv[1]), sys.argv[2]
@@ -15,8 +15,13 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "origin-py"
     sys_version = ""
 
-    def __getattr__(self, name):            # any do_<METHOD> -> one handler
-        if name.startswith("do_"):
+    def __getattr__(self, name):
+        # Any method an application could define a handler for (a `def
+        # do_<METHOD>`: an identifier) -> one handler. http.server itself
+        # accepts any bytes as a method and answers 501 when no handler
+        # exists; a method with NUL or other bytes no `def` can name is
+        # answered 501 here too, as by every real http.server application.
+        if re.fullmatch(r"do_[A-Za-z_][A-Za-z0-9_]*", name):
             return self._handle
         raise AttributeError(name)
 

@@ -1014,7 +1014,6 @@ fn plan(
     let started = Instant::now();
     obuf.clear();
     let target = req.path.unwrap_or("");
-    let method = req.method.unwrap_or("");
     let http10 = req.version == Some(0);
     let mut hosts = req
         .headers
@@ -1080,7 +1079,95 @@ fn plan(
         (d.action, d.reason)
     };
 
-    // Framing and hop-by-hop headers.
+    match frame_request(buf, req, end, obuf, depth) {
+        Some(f) => {
+            let (action, reason) = allowed;
+            let d = Decision {
+                action,
+                reason,
+                matched: None,
+            };
+            record(shared, Proto::Http, &d, "", info, started);
+            Plan::Forward(f)
+        }
+        None => {
+            refused(shared, info, obuf, 400, Reason::BadRequest);
+            Plan::Answer { linger: true }
+        }
+    }
+}
+
+/// What the request planner makes of `buf` without a table or a
+/// connection: the parts of the data path that are pure functions of the
+/// bytes (for the fuzz target and unit tests).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pure {
+    NeedMore,
+    /// Not a request head: 400.
+    Invalid,
+    /// A head that is refused whatever the table says.
+    Refused(Reason),
+    /// A head to decide on `host` (canonical; `None`: no name, R3), then
+    /// forward as `head`; the request's own head ended at `end`.
+    Forward {
+        host: Option<String>,
+        head: Vec<u8>,
+        end: usize,
+    },
+}
+
+#[doc(hidden)]
+pub fn plan_pure(buf: &[u8]) -> Pure {
+    let mut slots = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    let end = match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) => return Pure::NeedMore,
+        Err(_) => return Pure::Invalid,
+    };
+    let target = req.path.unwrap_or("");
+    let mut hosts = req
+        .headers
+        .iter()
+        .filter(|h| eq(h.name, "host"))
+        .map(|h| h.value);
+    let host = match request_host(target, req.version == Some(0), &mut hosts) {
+        Ok(h) => h.map(|h| h.to_string()),
+        Err(r) => return Pure::Refused(r),
+    };
+    let mut obuf = Vec::new();
+    match frame_request(buf, &req, end, &mut obuf, 0) {
+        None => Pure::Refused(Reason::BadRequest),
+        Some(f) if f.verbatim => Pure::Forward {
+            host,
+            head: buf[f.start..f.end].to_vec(),
+            end,
+        },
+        Some(_) => Pure::Forward {
+            host,
+            head: obuf,
+            end,
+        },
+    }
+}
+
+/// The framing of a request whose host is decided, and its head as it goes
+/// upstream (in `obuf` unless `verbatim`): hop-by-hop headers dropped, an
+/// absolute-form target made origin-form, upgrades other than WebSocket
+/// (h2c included) removed. `None`: unsound framing (conflicting lengths,
+/// `Transfer-Encoding` not ending in `chunked`, ...) or a `CONNECT` nested
+/// deeper than `MAX_TUNNEL_DEPTH` — refused (400), never forwarded.
+fn frame_request(
+    buf: &[u8],
+    req: &httparse::Request<'_, '_>,
+    end: usize,
+    obuf: &mut Vec<u8>,
+    depth: u8,
+) -> Option<Fwd> {
+    let target = req.path.unwrap_or("");
+    let method = req.method.unwrap_or("");
+    let http10 = req.version == Some(0);
     let mut length: Option<u64> = None;
     let mut te = false;
     let mut te_chunked_last = false;
@@ -1140,16 +1227,8 @@ fn plan(
     }
     let connect = eq(method, "CONNECT");
     if bad || (connect && depth >= MAX_TUNNEL_DEPTH) {
-        refused(shared, info, obuf, 400, Reason::BadRequest);
-        return Plan::Answer { linger: true };
+        return None;
     }
-    let (action, reason) = allowed;
-    let d = Decision {
-        action,
-        reason,
-        matched: None,
-    };
-    record(shared, Proto::Http, &d, "", info, started);
     // TE with CL: chunked wins, CL is dropped, and the connection closes
     // after the response (RFC 9112 §6.1).
     let te_and_cl = te && length.is_some();
@@ -1183,7 +1262,7 @@ fn plan(
         head: eq(method, "HEAD"),
     };
     if f.verbatim {
-        return Plan::Forward(f);
+        return Some(f);
     }
     // Rewrite: request line (origin-form), kept header lines as they came.
     let head = &buf[start..end];
@@ -1223,7 +1302,7 @@ fn plan(
         obuf.extend_from_slice(b"Connection: upgrade\r\n");
     }
     obuf.extend_from_slice(b"\r\n");
-    Plan::Forward(f)
+    Some(f)
 }
 
 /// Framing and hop-by-hop handling of an upstream response head.
@@ -1362,4 +1441,80 @@ fn block_answer(
         out.extend_from_slice(b"\r\n\r\n");
         page.write_to(out);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(req: &str) -> (Option<String>, String) {
+        match plan_pure(req.as_bytes()) {
+            Pure::Forward { host, head, end } => {
+                assert!(end <= req.len());
+                (host, String::from_utf8(head).unwrap())
+            }
+            other => panic!("{req:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn heads_forwarded_as_they_came_or_rewritten() {
+        let r = "GET / HTTP/1.1\r\nHost: a.cn\r\n\r\n";
+        assert_eq!(fwd(r), (Some("a.cn".into()), r.into()));
+        // Leading empty lines are not forwarded.
+        assert_eq!(fwd(&format!("\r\n{r}")).1, r);
+        // Absolute form becomes origin form; the Host stays.
+        assert_eq!(
+            fwd("GET http://a.cn/x?y HTTP/1.1\r\nHost: a.cn\r\n\r\n").1,
+            "GET /x?y HTTP/1.1\r\nHost: a.cn\r\n\r\n"
+        );
+        // Hop-by-hop headers go, and what Connection names.
+        assert_eq!(
+            fwd("GET / HTTP/1.1\r\nHost: a.cn\r\nConnection: close, X-A\r\nX-A: 1\r\nKeep-Alive: 5\r\n\r\n").1,
+            "GET / HTTP/1.1\r\nHost: a.cn\r\n\r\n"
+        );
+        // h2c and other non-WebSocket upgrades are removed; WebSocket stays.
+        assert_eq!(
+            fwd("GET / HTTP/1.1\r\nHost: a.cn\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AA\r\n\r\n").1,
+            "GET / HTTP/1.1\r\nHost: a.cn\r\n\r\n"
+        );
+        assert_eq!(
+            fwd("GET / HTTP/1.1\r\nHost: a.cn\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n").1,
+            "GET / HTTP/1.1\r\nHost: a.cn\r\n\r\n"
+        );
+        assert_eq!(
+            fwd(
+                "GET / HTTP/1.1\r\nHost: a.cn\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            )
+            .1,
+            "GET / HTTP/1.1\r\nHost: a.cn\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+        );
+        // TE with CL: CL dropped.
+        assert_eq!(
+            fwd("POST / HTTP/1.1\r\nHost: a.cn\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n").1,
+            "POST / HTTP/1.1\r\nHost: a.cn\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn unsound_heads_are_refused() {
+        for r in [
+            "POST / HTTP/1.1\r\nHost: a.cn\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.cn\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.cn\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a.cn\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nHost: a.cn\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(plan_pure(r.as_bytes()), Pure::Refused(Reason::BadRequest), "{r:?}");
+        }
+        assert_eq!(
+            plan_pure(b"GET http://a.cn/ HTTP/1.1\r\n\r\n"),
+            Pure::Refused(Reason::AmbiguousHost)
+        );
+        assert_eq!(
+            plan_pure(b"GET / HTTP/1.1\r\nHost: a.cn\r\n"),
+            Pure::NeedMore
+        );
+        assert_eq!(plan_pure(b"GET\x0b/ HTTP/1.1\r\n\r\n"), Pure::Invalid);
+    }
 }

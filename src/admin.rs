@@ -3,14 +3,14 @@
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -39,38 +39,44 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Resp {
     reply(status, "application/json", v.to_string())
 }
 
-/// Percent-decode a query component (`+` is a space).
-pub fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-                out.push(v);
-                i += 3;
+/// The query's parameters, decoded (`+` is a space). `Err` names the first
+/// parameter that is not valid percent-encoded UTF-8: the request is
+/// answered 400, never as if the parameter were absent.
+pub fn query_params(q: &str) -> Result<Vec<(String, String)>, String> {
+    let dec = |s: &str| {
+        let s = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .ok()
+    };
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            match (dec(k), dec(v)) {
+                (Some(k), Some(v)) => Ok((k, v)),
+                _ => Err(format!(
+                    "query parameter {k:?} is not valid percent-encoded UTF-8"
+                )),
             }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+        })
+        .collect()
 }
 
-fn query_param(q: &str, key: &str) -> Option<String> {
-    q.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then(|| percent_decode(v)).flatten()
-    })
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
+
+/// Admin connections served at once; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request head must arrive within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head read (the API takes no request bodies).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 fn secs(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -78,14 +84,23 @@ fn secs(t: SystemTime) -> i64 {
 }
 
 impl Admin {
+    /// Serve the admin API: at most [`MAX_CONNECTIONS`] at once, each
+    /// request head within [`HEADER_TIMEOUT`] and [`MAX_HEAD_BYTES`], a
+    /// connection idle (no request in progress) for [`HEADER_TIMEOUT`]
+    /// closed.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(x) => x,
                 Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
             };
             let me = self.clone();
             tokio::spawn(async move {
@@ -94,14 +109,21 @@ impl Admin {
                     async move { Ok::<_, Infallible>(me.route(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
+                drop(permit);
             });
         }
     }
 
     async fn route(&self, req: Request<Incoming>) -> Resp {
-        let q = req.uri().query().unwrap_or("").to_owned();
+        let q = match query_params(req.uri().query().unwrap_or("")) {
+            Ok(q) => q,
+            Err(e) => return json_reply(StatusCode::BAD_REQUEST, json!({ "error": e })),
+        };
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => {
                 let m = Metrics::get();
@@ -116,7 +138,7 @@ impl Admin {
             (&Method::GET, "/v1/decision") => self.decision(&q),
             (&Method::GET, "/v1/table") => self.table(),
             (&Method::GET, "/v1/top-blocked") => {
-                let limit = query_param(&q, "limit")
+                let limit = param(&q, "limit")
                     .and_then(|l| l.parse().ok())
                     .unwrap_or(20usize)
                     .min(1000);
@@ -144,7 +166,7 @@ impl Admin {
                         );
                     }
                 }
-                let force = matches!(query_param(&q, "force").as_deref(), Some("1" | "true"));
+                let force = matches!(param(&q, "force"), Some("1" | "true"));
                 match self.reloader.reload(force).await {
                     Ok(r) => json_reply(StatusCode::OK, json!({"accepted": true, "report": r})),
                     Err(r) => json_reply(
@@ -165,14 +187,14 @@ impl Admin {
         }
     }
 
-    fn decision(&self, q: &str) -> Resp {
-        let Some(host) = query_param(q, "host") else {
+    fn decision(&self, q: &[(String, String)]) -> Resp {
+        let Some(host) = param(q, "host") else {
             return json_reply(
                 StatusCode::BAD_REQUEST,
                 json!({"error": "host= is required"}),
             );
         };
-        let dst = match query_param(q, "dst") {
+        let dst = match param(q, "dst") {
             None => None,
             Some(d) => match d.parse::<IpAddr>() {
                 Ok(ip) => Some(ip),
@@ -186,8 +208,8 @@ impl Admin {
         };
         let snap = self.shared.table.load_full();
         let now = crate::decision::now_unix();
-        let d = self.shared.policy.decide_raw(&snap, &host, dst, now);
-        let v = crate::cli::decision_json(&host, &snap, &d, dst, now);
+        let d = self.shared.policy.decide_raw(&snap, host, dst, now);
+        let v = crate::cli::decision_json(host, &snap, &d, dst, now);
         json_reply(StatusCode::OK, v)
     }
 

@@ -111,7 +111,15 @@ pub struct TableConfig {
     #[serde(default)]
     pub max_invalid_rows: usize,
     pub max_bytes: Option<u64>,
+    pub max_decompressed_bytes: Option<u64>,
+    pub max_gzip_ratio: Option<u64>,
     pub max_row_bytes: Option<usize>,
+    /// URL source: the whole fetch must end within this.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_secs: u64,
+    /// URL source: slower than this over any 30 s window is given up.
+    #[serde(default = "default_fetch_min_speed")]
+    pub fetch_min_bytes_per_sec: u64,
     pub max_rows: Option<usize>,
     /// URL source: seconds between polls.
     #[serde(default = "default_poll")]
@@ -137,7 +145,11 @@ impl Default for TableConfig {
             force: false,
             max_invalid_rows: 0,
             max_bytes: None,
+            max_decompressed_bytes: None,
+            max_gzip_ratio: None,
             max_row_bytes: None,
+            fetch_timeout_secs: default_fetch_timeout(),
+            fetch_min_bytes_per_sec: default_fetch_min_speed(),
             max_rows: None,
             poll_interval_secs: default_poll(),
             watch_interval_ms: default_watch_ms(),
@@ -147,12 +159,33 @@ impl Default for TableConfig {
     }
 }
 
+fn default_fetch_timeout() -> u64 {
+    120
+}
+
+fn default_fetch_min_speed() -> u64 {
+    4096
+}
+
 impl TableConfig {
+    /// Limits of a URL fetch.
+    pub fn fetch_limits(&self) -> crate::fetch::FetchLimits {
+        crate::fetch::FetchLimits {
+            max_bytes: self.load_options().max_bytes,
+            timeout: Duration::from_secs(self.fetch_timeout_secs),
+            min_bytes_per_sec: self.fetch_min_bytes_per_sec,
+        }
+    }
+
     pub fn load_options(&self) -> LoadOptions {
         let d = LoadOptions::default();
         LoadOptions {
             max_invalid_rows: self.max_invalid_rows,
             max_bytes: self.max_bytes.unwrap_or(d.max_bytes),
+            max_decompressed_bytes: self
+                .max_decompressed_bytes
+                .unwrap_or(d.max_decompressed_bytes),
+            max_gzip_ratio: self.max_gzip_ratio.unwrap_or(d.max_gzip_ratio),
             max_row_bytes: self.max_row_bytes.unwrap_or(d.max_row_bytes),
             max_rows: self.max_rows.unwrap_or(d.max_rows),
             max_ips_per_row: d.max_ips_per_row,
@@ -411,6 +444,9 @@ impl Config {
                 "[runtime] workers: at most {MAX_WORKERS} (0 = one per CPU)"
             ));
         }
+        if self.table.fetch_timeout_secs == 0 {
+            return Err("[table] fetch_timeout_secs: at least 1".into());
+        }
         if self.limits.idle_timeout_secs == 0 {
             // 0 would cut every tunnel at its first pause, not "no limit".
             return Err("[limits] idle_timeout_secs: at least 1".into());
@@ -448,6 +484,11 @@ impl Config {
             (
                 "[table] poll_interval_secs",
                 self.table.poll_interval_secs,
+                DAY,
+            ),
+            (
+                "[table] fetch_timeout_secs",
+                self.table.fetch_timeout_secs,
                 DAY,
             ),
         ] {

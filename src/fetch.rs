@@ -1,12 +1,14 @@
 //! Fetching the table from an HTTP(S) URL with `If-None-Match`: one
 //! request per poll on a fresh connection (hyper + rustls with the Mozilla
-//! roots), bounded in size and time.
+//! roots), bounded in size and time. The body is streamed to a temporary
+//! file, never held in memory: the loader then reads it like a file source,
+//! with the same limits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper::header::{ETAG, HOST, IF_NONE_MATCH};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
@@ -14,15 +16,37 @@ use tokio::net::TcpStream;
 
 pub enum Fetched {
     NotModified,
-    Body { bytes: Bytes, etag: Option<String> },
+    /// The body, in a temporary file removed when this is dropped.
+    Body {
+        file: tempfile::NamedTempFile,
+        etag: Option<String>,
+    },
 }
 
-const TIMEOUT: Duration = Duration::from_secs(120);
+/// Bounds of one fetch (`[table] max_bytes`, `fetch_timeout_secs`,
+/// `fetch_min_bytes_per_sec`).
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    pub max_bytes: u64,
+    pub timeout: Duration,
+    /// Fewer bytes than this per second over a window of [`SPEED_WINDOW`]
+    /// give the fetch up (a trickling source would hold a reload for the
+    /// whole timeout).
+    pub min_bytes_per_sec: u64,
+}
 
-pub async fn get(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Fetched, String> {
-    tokio::time::timeout(TIMEOUT, get_inner(url, etag, max_bytes))
+/// The window the minimum speed is measured over.
+pub const SPEED_WINDOW: Duration = Duration::from_secs(30);
+
+pub async fn get(url: &str, etag: Option<&str>, limits: FetchLimits) -> Result<Fetched, String> {
+    tokio::time::timeout(limits.timeout, get_inner(url, etag, limits))
         .await
-        .map_err(|_| format!("fetching {url}: timed out after {}s", TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            format!(
+                "fetching {url}: timed out after {}s ([table] fetch_timeout_secs)",
+                limits.timeout.as_secs()
+            )
+        })?
 }
 
 fn tls_config() -> Arc<rustls::ClientConfig> {
@@ -42,7 +66,7 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
     )
 }
 
-async fn get_inner(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Fetched, String> {
+async fn get_inner(url: &str, etag: Option<&str>, limits: FetchLimits) -> Result<Fetched, String> {
     let uri: Uri = url.parse().map_err(|e| format!("table url {url:?}: {e}"))?;
     let https = match uri.scheme_str() {
         Some("http") => false,
@@ -89,15 +113,72 @@ async fn get_inner(url: &str, etag: Option<&str>, max_bytes: u64) -> Result<Fetc
                 .get(ETAG)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let body = Limited::new(resp.into_body(), max_bytes as usize)
-                .collect()
+            let file = stream_to_file(resp.into_body(), limits)
                 .await
-                .map_err(|e| format!("fetching {url}: body: {e}"))?
-                .to_bytes();
-            Ok(Fetched::Body { bytes: body, etag })
+                .map_err(|e| format!("fetching {url}: body: {e}"))?;
+            Ok(Fetched::Body { file, etag })
         }
         s => Err(format!("fetching {url}: HTTP {s}")),
     }
+}
+
+/// Write the body to a temporary file, within the size limit and the
+/// minimum speed.
+async fn stream_to_file(
+    mut body: hyper::body::Incoming,
+    limits: FetchLimits,
+) -> Result<tempfile::NamedTempFile, String> {
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::Builder::new()
+        .prefix("icpgate-table-")
+        .tempfile()
+        .map_err(|e| format!("temporary file: {e}"))?;
+    let std_file = tmp
+        .as_file()
+        .try_clone()
+        .map_err(|e| format!("temporary file: {e}"))?;
+    let mut out = tokio::io::BufWriter::new(tokio::fs::File::from_std(std_file));
+    let mut total = 0u64;
+    let mut window_start = tokio::time::Instant::now();
+    let mut window_bytes = 0u64;
+    let window_need = limits
+        .min_bytes_per_sec
+        .saturating_mul(SPEED_WINDOW.as_secs());
+    loop {
+        let window_end = window_start + SPEED_WINDOW;
+        let too_slow = || {
+            format!(
+                "slower than {} bytes/s over {}s ([table] fetch_min_bytes_per_sec)",
+                limits.min_bytes_per_sec,
+                SPEED_WINDOW.as_secs()
+            )
+        };
+        let Ok(frame) = tokio::time::timeout_at(window_end, body.frame()).await else {
+            return Err(too_slow());
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > limits.max_bytes {
+                return Err(format!(
+                    "larger than {} bytes ([table] max_bytes)",
+                    limits.max_bytes
+                ));
+            }
+            window_bytes += data.len() as u64;
+            out.write_all(&data).await.map_err(|e| e.to_string())?;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= window_end {
+            if window_bytes < window_need {
+                return Err(too_slow());
+            }
+            (window_start, window_bytes) = (now, 0);
+        }
+    }
+    out.flush().await.map_err(|e| e.to_string())?;
+    Ok(tmp)
 }
 
 async fn send<I>(

@@ -21,6 +21,7 @@ pub mod names {
     pub const CONNECTIONS_ACTIVE: &str = "icpgate_connections_active";
     pub const CONNECTIONS_TOTAL: &str = "icpgate_connections_total";
     pub const CONNECTIONS_REJECTED_TOTAL: &str = "icpgate_connections_rejected_total";
+    pub const CONNECTIONS_SHED_TOTAL: &str = "icpgate_connections_shed_total";
     pub const CONNECTIONS_REFUSED_TOTAL: &str = "icpgate_connections_refused_total";
     pub const SNIFF_TOTAL: &str = "icpgate_sniff_total";
     pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "icpgate_upstream_connect_errors_total";
@@ -110,6 +111,7 @@ pub struct Metrics {
     pub connections_active: IntGaugeVec,
     pub connections_total: IntCounterVec,
     pub connections_rejected: IntCounterVec,
+    pub connections_shed: IntCounterVec,
     /// Loop guards: cause = loop | not_intercepted.
     pub connections_refused: IntCounterVec,
     sniffed: Vec<IntCounter>,
@@ -194,6 +196,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &[LABEL_LISTENER],
     )?;
+    let connections_shed = IntCounterVec::new(
+        Opts::new(
+            CONNECTIONS_SHED_TOTAL,
+            "Connections reset at accept because the process was out of file descriptors.",
+        ),
+        &[LABEL_LISTENER],
+    )?;
     let connections_refused = IntCounterVec::new(
         Opts::new(
             CONNECTIONS_REFUSED_TOTAL,
@@ -237,6 +246,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(connections_active.clone()))?;
     registry.register(Box::new(connections_total.clone()))?;
     registry.register(Box::new(connections_rejected.clone()))?;
+    registry.register(Box::new(connections_shed.clone()))?;
     registry.register(Box::new(connections_refused.clone()))?;
     registry.register(Box::new(sniffed_vec))?;
     registry.register(Box::new(upstream_errors.clone()))?;
@@ -262,6 +272,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         connections_active,
         connections_total,
         connections_rejected,
+        connections_shed,
         connections_refused,
         sniffed,
         upstream_errors,

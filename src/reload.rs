@@ -163,21 +163,20 @@ pub async fn initial(cfg: &TableConfig) -> Result<(Snapshot, Option<String>), St
                 .map_err(|e| e.to_string())?;
             Ok((loaded.snapshot, None))
         }
-        (None, Some(url)) => {
-            match crate::fetch::get(url, None, cfg.load_options().max_bytes).await? {
-                crate::fetch::Fetched::Body { bytes, etag } => {
-                    let opts = cfg.load_options();
-                    let url = url.clone();
-                    let loaded =
-                        tokio::task::spawn_blocking(move || table::load_bytes(&bytes, &url, &opts))
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .map_err(|e| e.to_string())?;
-                    Ok((loaded.snapshot, etag))
-                }
-                crate::fetch::Fetched::NotModified => Err("unexpected 304 on first fetch".into()),
+        (None, Some(url)) => match crate::fetch::get(url, None, cfg.fetch_limits()).await? {
+            crate::fetch::Fetched::Body { file, etag } => {
+                let opts = cfg.load_options();
+                let url = url.clone();
+                let loaded = tokio::task::spawn_blocking(move || {
+                    table::load_fetched(file.path(), &url, &opts, Spare::default())
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                Ok((loaded.snapshot, etag))
             }
-        }
+            crate::fetch::Fetched::NotModified => Err("unexpected 304 on first fetch".into()),
+        },
         (None, None) => Err("[table]: no path or url".into()),
     }
 }
@@ -277,7 +276,7 @@ impl Reloader {
             }
             (None, Some(url)) => {
                 let etag = self.state.lock().ok().and_then(|s| s.etag.clone());
-                match crate::fetch::get(url, etag.as_deref(), opts.max_bytes).await {
+                match crate::fetch::get(url, etag.as_deref(), self.cfg.fetch_limits()).await {
                     Ok(crate::fetch::Fetched::NotModified) => {
                         return Ok(self.report(
                             reload_result::UNCHANGED,
@@ -285,11 +284,11 @@ impl Reloader {
                             vec![],
                         ))
                     }
-                    Ok(crate::fetch::Fetched::Body { bytes, etag }) => {
+                    Ok(crate::fetch::Fetched::Body { file, etag }) => {
                         let url = url.clone();
                         let spare = self.take_spare();
                         let res = background(move || {
-                            table::load_bytes_reusing(&bytes, &url, &opts, spare)
+                            table::load_fetched(file.path(), &url, &opts, spare)
                         })
                         .await;
                         (res, etag)

@@ -191,6 +191,26 @@ async fn serve(cfg: Config) -> i32 {
     }
     spawn_sighup(reloader.clone());
 
+    // Descriptors: as many as the hard limit allows, and a warning when
+    // that is still short of what max_connections needs (a passthrough
+    // connection holds two sockets and, once it splices, two pipes).
+    match listen::raise_nofile() {
+        Ok(soft) => {
+            let need = (cfg.limits.max_connections as u64)
+                .saturating_mul(FDS_PER_CONNECTION)
+                .saturating_add(256);
+            if soft < need {
+                tracing::warn!(
+                    nofile = soft,
+                    needed = need,
+                    max_connections = cfg.limits.max_connections,
+                    "RLIMIT_NOFILE is below what [limits] max_connections needs ({FDS_PER_CONNECTION} per connection): once descriptors run out new connections are shed (reset) and counted in icpgate_connections_shed_total; raise LimitNOFILE / ulimit -n or lower max_connections"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("RLIMIT_NOFILE: {e}"),
+    }
+    listen::keep_reserve();
     let conns = Arc::new(Semaphore::new(cfg.limits.max_connections));
     for (l, _) in &bound {
         tracing::info!(addr = %l.addr, listener = %l.label(), upstream = ?l.upstream, "listening");
@@ -296,6 +316,10 @@ async fn start_workers(
     Ok(())
 }
 
+/// Descriptors one connection may hold: client and upstream sockets, and
+/// two pipes while it splices.
+const FDS_PER_CONNECTION: u64 = 6;
+
 async fn accept_loop(
     shared: Arc<Shared>,
     lctx: Arc<ListenerCtx>,
@@ -307,6 +331,7 @@ async fn accept_loop(
     let active = m.connections_active.with_label_values(&[&lctx.label]);
     let total = m.connections_total.with_label_values(&[&lctx.label]);
     let rejected = m.connections_rejected.with_label_values(&[&lctx.label]);
+    let shed = m.connections_shed.with_label_values(&[&lctx.label]);
     // Export the series at 0 from the start (alerts use rate()).
     m.upstream_errors.with_label_values(&[&lctx.label]);
     // One shutdown waiter for the listener's life (created per accept, it
@@ -335,6 +360,14 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 total.inc();
+                if listen::reserve_missing() {
+                    // Out of descriptors and the reserve lost: this
+                    // connection gives its descriptor to the reserve.
+                    stream.reset();
+                    listen::keep_reserve();
+                    shed.inc();
+                    continue;
+                }
                 let Ok(permit) = conns.clone().try_acquire_owned() else {
                     rejected.inc();
                     stream.reset();
@@ -349,10 +382,26 @@ async fn accept_loop(
                     Box::pin(proxy::handle(shared, lctx, stream, peer)).await;
                     active.dec();
                     drop(permit);
+                    // Descriptors were freed: take the reserve back if a
+                    // shedding lost it.
+                    if listen::reserve_missing() {
+                        listen::keep_reserve();
+                    }
                 });
             }
+            Err(e) if listen::out_of_descriptors(&e) => {
+                // Shed what waits in the backlog (reset at once, counted),
+                // then look again shortly: the process recovers by itself
+                // as connections close.
+                let n = listener.shed(256);
+                shed.inc_by(n as u64);
+                if shared.log.warn_admit() {
+                    tracing::warn!(listener = %lctx.label, shed = n, "accept: {e}: out of file descriptors, shedding new connections (raise LimitNOFILE / ulimit -n, or lower [limits] max_connections)");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
+                // Back off instead of spinning.
                 if shared.log.warn_admit() {
                     tracing::warn!(listener = %lctx.label, "accept: {e}");
                 }

@@ -6,11 +6,13 @@
 //! row is validated. Errors carry the line number. More invalid rows than the
 //! allowance rejects the whole table; a table is never half-used.
 
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::IpAddr;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
@@ -32,6 +34,12 @@ pub struct LoadOptions {
     pub max_invalid_rows: usize,
     /// Cap on the source bytes and, separately, on the decompressed bytes.
     pub max_bytes: u64,
+    /// Cap on the decompressed bytes of a gzip source (the lower of this
+    /// and `max_bytes` applies).
+    pub max_decompressed_bytes: u64,
+    /// A gzip source that inflates more than this many times its size is
+    /// a bomb: stopped once [`RATIO_AFTER`] bytes have come out.
+    pub max_gzip_ratio: u64,
     /// Cap on one row's bytes.
     pub max_row_bytes: usize,
     /// Cap on the number of rows.
@@ -45,6 +53,10 @@ impl Default for LoadOptions {
         LoadOptions {
             max_invalid_rows: 0,
             max_bytes: 8 << 30,
+            // `max_rows` rows of 80 bytes on average (real rows: 40–60).
+            max_decompressed_bytes: 50_000_000 * 80,
+            // Real exports compress 3–15×; a bomb, 1000× and more.
+            max_gzip_ratio: 100,
             max_row_bytes: 4096,
             max_rows: 50_000_000,
             max_ips_per_row: 256,
@@ -116,6 +128,10 @@ pub struct Loaded {
     pub errors: Vec<RowError>,
 }
 
+/// The ratio check starts once this much has been decompressed (a small
+/// file may compress better than any real table).
+pub const RATIO_AFTER: u64 = 16 << 20;
+
 /// Hashes and counts the bytes read through it, failing past a limit.
 struct Metered<R> {
     inner: R,
@@ -123,12 +139,34 @@ struct Metered<R> {
     read: u64,
     limit: u64,
     what: &'static str,
+    /// Source: publishes its count here. Decompressed: the source's count
+    /// and the largest ratio allowed.
+    source: Rc<Cell<u64>>,
+    max_ratio: Option<u64>,
 }
 
 impl<R: Read> Read for Metered<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
+        match self.max_ratio {
+            None => self.source.set(self.read),
+            Some(ratio) => {
+                if self.read > RATIO_AFTER
+                    && self.read > self.source.get().max(1).saturating_mul(ratio)
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "gzip source inflates more than {ratio}:1 ({} bytes from {}): \
+                             a compression bomb? ([table] max_gzip_ratio)",
+                            self.read,
+                            self.source.get()
+                        ),
+                    ));
+                }
+            }
+        }
         if self.read > self.limit {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -156,6 +194,19 @@ pub fn load_path_reusing(
     let file = File::open(path).map_err(|e| TableError::Io(format!("{}: {e}", path.display())))?;
     let size = file.metadata().map_or(0, |m| m.len());
     load_reader_sized(file, size, &path.display().to_string(), opts, spare)
+}
+
+/// Load a fetched table from the temporary file it was written to,
+/// reporting `source` (its URL) as where it came from.
+pub fn load_fetched(
+    path: &Path,
+    source: &str,
+    opts: &LoadOptions,
+    spare: Spare,
+) -> Result<Loaded, TableError> {
+    let file = File::open(path).map_err(|e| TableError::Io(format!("{}: {e}", path.display())))?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    load_reader_sized(file, size, source, opts, spare)
 }
 
 /// Load a table from in-memory bytes.
@@ -201,7 +252,11 @@ fn load_reader_sized<R: Read + Send>(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
     // Emptied batches go back to the parser for reuse.
     let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Batch>(10);
-    let rows_hint = ((size_hint / BYTES_PER_ROW_HINT) as usize).min(opts.max_rows);
+    // Pre-sized from the source's size, but never for more than a large
+    // real table: a huge file of junk must not reserve memory up front.
+    let rows_hint = ((size_hint / BYTES_PER_ROW_HINT) as usize)
+        .min(opts.max_rows)
+        .min(MAX_ROWS_HINT);
     // Names and filing numbers are each well under half of a row's bytes.
     let bytes_hint = (size_hint / 2).min(MAX_ARENA_HINT) as usize;
     let hints = (rows_hint, bytes_hint);
@@ -236,7 +291,9 @@ fn load_reader_sized<R: Read + Send>(
 
 /// Cap on the arena pre-sizing taken from the source size (beyond it the
 /// arenas grow as needed).
-const MAX_ARENA_HINT: u64 = 1 << 30;
+const MAX_ARENA_HINT: u64 = 256 << 20;
+/// Cap on the rows pre-sized for.
+const MAX_ROWS_HINT: usize = 16_000_000;
 
 /// How many rows ahead the builder prefetches hash-table slots.
 const PREFETCH_AHEAD: usize = 8;
@@ -297,6 +354,78 @@ impl Batch {
     }
 }
 
+/// Fails a read once a row (a record: quoted newlines do not end it) runs
+/// past the limit, so that no row — the header line included — is
+/// buffered whole before its size is known (the CSV reader grows its record
+/// buffer without bound).
+struct RowGuard<R> {
+    inner: R,
+    limit: usize,
+    /// Bytes of the current row so far (its line end not counted).
+    run: usize,
+    in_quotes: bool,
+    /// Lines completed so far.
+    lines: u64,
+}
+
+impl<R: Read> Read for RowGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let data = &buf[..n];
+        let over = if !self.in_quotes && memchr::memchr(b'"', data).is_none() {
+            // The common case: no quotes, rows end at every LF.
+            let mut start = 0;
+            let mut over = false;
+            for i in memchr::memchr_iter(b'\n', data) {
+                if self.run + (i - start) > self.limit {
+                    over = true;
+                    break;
+                }
+                self.run = 0;
+                self.lines += 1;
+                start = i + 1;
+            }
+            over || {
+                self.run += n - start;
+                self.run > self.limit
+            }
+        } else {
+            let mut over = false;
+            for &b in data {
+                match b {
+                    b'"' => self.in_quotes = !self.in_quotes,
+                    b'\n' => {
+                        self.lines += 1;
+                        if !self.in_quotes {
+                            self.run = 0;
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+                self.run += 1;
+                if self.run > self.limit {
+                    over = true;
+                    break;
+                }
+            }
+            over
+        };
+        if over {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "line {}: row longer than {} bytes ([table] max_row_bytes)",
+                    self.lines + 1,
+                    // The limit allows a CR on top.
+                    self.limit.saturating_sub(1)
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// Stage 1: read, hash, gunzip, parse and validate. Returns the version.
 fn read_source<R: Read>(
     reader: R,
@@ -304,6 +433,7 @@ fn read_source<R: Read>(
     tx: std::sync::mpsc::SyncSender<Batch>,
     back: std::sync::mpsc::Receiver<Batch>,
 ) -> Result<String, TableError> {
+    let source = Rc::new(Cell::new(0));
     let mut raw = BufReader::with_capacity(
         1 << 16,
         Metered {
@@ -312,8 +442,12 @@ fn read_source<R: Read>(
             read: 0,
             limit: opts.max_bytes,
             what: "table source",
+            source: source.clone(),
+            max_ratio: None,
         },
     );
+    // A row may take its limit plus a CR.
+    let row_limit = opts.max_row_bytes.saturating_add(1);
     let gzip = raw.fill_buf().map_err(io_error)?.starts_with(&[0x1f, 0x8b]);
     if gzip {
         let decoder = flate2::bufread::MultiGzDecoder::new(&mut raw);
@@ -321,18 +455,30 @@ fn read_source<R: Read>(
             inner: decoder,
             hasher: None,
             read: 0,
-            limit: opts.max_bytes,
+            limit: opts.max_bytes.min(opts.max_decompressed_bytes),
             what: "decompressed table",
+            source,
+            max_ratio: Some(opts.max_gzip_ratio.max(1)),
         };
-        parse_rows(limited, opts, &tx, &back)?;
+        parse_rows(guard(limited, row_limit), opts, &tx, &back)?;
     } else {
-        parse_rows(&mut raw, opts, &tx, &back)?;
+        parse_rows(guard(&mut raw, row_limit), opts, &tx, &back)?;
     }
     drop(tx);
     // Drain what the CSV reader did not need so the hash covers every byte.
     io::copy(&mut raw, &mut io::sink()).map_err(io_error)?;
     let hasher = raw.into_inner().hasher.unwrap_or_default();
     Ok(hex(&hasher.finalize()))
+}
+
+fn guard<R: Read>(inner: R, limit: usize) -> RowGuard<R> {
+    RowGuard {
+        inner,
+        limit,
+        run: 0,
+        in_quotes: false,
+        lines: 0,
+    }
 }
 
 /// Stage 2: insert validated rows; detect duplicates.

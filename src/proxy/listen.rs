@@ -44,6 +44,14 @@ impl Listener {
         loop {
             let mut ready = self.io.readable().await?;
             let accepted = ready.try_io(|s| {
+                // Near saturation, an accept must not take the descriptor
+                // that a shedding worker has just freed and means to take
+                // back (the reserve would be lost while nothing closes).
+                let _gate = if saturated() {
+                    RESERVE.lock().ok()
+                } else {
+                    None
+                };
                 s.get_ref()
                     .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             });
@@ -57,6 +65,120 @@ impl Listener {
             return Ok((Client::new(std::net::TcpStream::from(sock)), peer));
         }
     }
+}
+
+/// A descriptor held in reserve for shedding connections when the process
+/// has run out (`EMFILE`): closed, it makes room to accept one queued
+/// connection and reset it at once, then it is taken again (as nginx and
+/// HAProxy do). Without it, connections the kernel completed wait in the
+/// backlog with no answer until the client gives up.
+static RESERVE: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Set while the reserve could not be taken back (another thread took the
+/// descriptor it freed): the next connection accepted is reset in its
+/// place, freeing a descriptor to take it again.
+static RESERVE_MISSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Take the reserve descriptor (at start, and after each shedding).
+pub fn keep_reserve() {
+    if let Ok(mut r) = RESERVE.lock() {
+        if r.is_none() {
+            *r = std::fs::File::open("/dev/null").ok();
+        }
+        RESERVE_MISSING.store(r.is_none(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Is the reserve descriptor missing? Then the caller should give up the
+/// connection it just accepted (reset it) and call [`keep_reserve`]: a
+/// saturated process must keep its way to shed.
+pub fn reserve_missing() -> bool {
+    RESERVE_MISSING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Is this accept error a lack of descriptors (process or system)? Also
+/// notes the time: for a while after, accepts are serialized with the
+/// shedding (see [`Listener::accept`]).
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    let out = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    if out {
+        LAST_EMFILE_MS.store(now_ms().max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+    out
+}
+
+/// When descriptors last ran out (ms since [`now_ms`]'s epoch; 0: never).
+static LAST_EMFILE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// For this long after running out, accepts take the reserve's lock.
+const SATURATED_FOR_MS: u64 = 2000;
+
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+/// Recently out of descriptors? (One atomic load when never.)
+fn saturated() -> bool {
+    let last = LAST_EMFILE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    last != 0 && now_ms().saturating_sub(last) < SATURATED_FOR_MS
+}
+
+impl Listener {
+    /// Out of descriptors: free the reserve, then accept and reset queued
+    /// connections (up to `max`) so that their clients learn at once;
+    /// returns how many were shed.
+    pub fn shed(&self, max: usize) -> usize {
+        let Ok(mut reserve) = RESERVE.lock() else {
+            return 0;
+        };
+        drop(reserve.take());
+        let mut n = 0;
+        while n < max {
+            match self
+                .io
+                .get_ref()
+                .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            {
+                Ok((sock, _)) => {
+                    let _ = sock.set_linger(Some(std::time::Duration::ZERO));
+                    drop(sock);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        *reserve = std::fs::File::open("/dev/null").ok();
+        RESERVE_MISSING.store(reserve.is_none(), std::sync::atomic::Ordering::Relaxed);
+        n
+    }
+}
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit; returns the soft
+/// limit in force afterwards.
+pub fn raise_nofile() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// Bind `count` listening sockets for one listener, one per worker. With

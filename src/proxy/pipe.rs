@@ -1,9 +1,10 @@
 //! Byte-for-byte forwarding between two TCP sockets in both directions,
 //! with half-close and an idle timeout.
 //!
-//! Each direction starts with a small user-space buffer that grows (to
-//! `max_buf`) only while reads keep filling it: a short exchange costs a
-//! 16 KiB allocation, not two zeroed 64 KiB ones. A direction that has
+//! Each direction has a user-space buffer only while bytes move: taken
+//! (16 KiB, growing to `max_buf` while reads keep filling it) when the
+//! socket turns readable, given back when a read finds nothing more, so an
+//! idle connection holds none. A direction that has
 //! moved more than [`SPLICE_AFTER`] bytes switches to `splice(2)` through a
 //! pipe, so bulk data goes socket → pipe → socket inside the kernel with no
 //! copy through user space (short connections never pay for the pipe).
@@ -19,7 +20,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
@@ -111,13 +112,17 @@ async fn splice_rest(r: &ReadHalf<'_>, w: &WriteHalf<'_>, moved: &AtomicU64) -> 
 }
 
 async fn one_way(
-    mut r: ReadHalf<'_>,
+    r: ReadHalf<'_>,
     mut w: WriteHalf<'_>,
     max_buf: usize,
     moved: &AtomicU64,
     ended: &AtomicBool,
 ) -> u64 {
-    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_BUF.min(max_buf));
+    // The buffer exists only while bytes are moving: allocated when the
+    // socket has something to read, released when it has nothing more, so
+    // an idle connection holds no copy buffer at all.
+    let mut size = FIRST_BUF.min(max_buf);
+    let mut buf: Vec<u8> = Vec::new();
     let mut total = 0u64;
     loop {
         if total >= SPLICE_AFTER {
@@ -128,9 +133,21 @@ async fn one_way(
             break;
         }
         buf.clear();
-        let n = match r.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
+        if buf.capacity() == 0 {
+            if r.as_ref().readable().await.is_err() {
+                break;
+            }
+            buf.reserve_exact(size);
+        }
+        let n = match r.as_ref().try_read_buf(&mut buf) {
+            Ok(0) => break,
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing more for now: idle without a buffer.
+                buf = Vec::new();
+                continue;
+            }
+            Err(_) => break,
         };
         moved.fetch_add(1, Ordering::Relaxed);
         // Written piece by piece, each counted: a slow reader that keeps
@@ -151,7 +168,8 @@ async fn one_way(
         total += n as u64;
         if n == buf.capacity() && n < max_buf {
             // Reads fill the buffer: let it grow.
-            buf.reserve((n * 2).min(max_buf) - n);
+            size = (n * 2).min(max_buf);
+            buf = Vec::with_capacity(size);
         }
     }
     // Half-close: pass the EOF on, keep the other direction running. If

@@ -167,6 +167,15 @@ impl Admin {
                     }
                 }
                 let force = matches!(param(&q, "force"), Some("1" | "true"));
+                if matches!(param(&q, "dry_run"), Some("1" | "true")) {
+                    return match self.reloader.dry_run().await {
+                        Ok(r) => json_reply(StatusCode::OK, json!({"dry_run": true, "report": r})),
+                        Err(r) => json_reply(
+                            StatusCode::CONFLICT,
+                            json!({"dry_run": true, "accepted": false, "report": r}),
+                        ),
+                    };
+                }
                 match self.reloader.reload(force).await {
                     Ok(r) => json_reply(StatusCode::OK, json!({"accepted": true, "report": r})),
                     Err(r) => json_reply(
@@ -209,7 +218,8 @@ impl Admin {
         let snap = self.shared.table.load_full();
         let now = crate::decision::now_unix();
         let d = self.shared.policy.decide_raw(&snap, host, dst, now);
-        let v = crate::cli::decision_json(host, &snap, &d, dst, now);
+        let mode = self.shared.policy.mode_for(dst);
+        let v = crate::cli::decision_json(host, &snap, &d, dst, mode, now);
         json_reply(StatusCode::OK, v)
     }
 

@@ -59,6 +59,7 @@ pub fn decision_json(
     snap: &Snapshot,
     d: &Decision<'_>,
     dst: Option<IpAddr>,
+    mode: crate::decision::Mode,
     now: i64,
 ) -> serde_json::Value {
     let canonical = hostname::canonicalize(host).ok();
@@ -71,6 +72,7 @@ pub fn decision_json(
         "canonical": canonical.as_ref().map(|c| c.to_string()),
         "registrable": registrable,
         "dst": dst.map(|d| d.to_string()),
+        "mode": mode.as_str(),
         "decision": d.action.as_str(),
         "reason": d.reason.as_str(),
         "matched": d.matched.map(|r| r.domain()),
@@ -97,15 +99,16 @@ pub fn check(
     for host in hosts {
         let d = policy.decide_raw(snap, host, dst, now);
         blocked |= d.action == Action::Block;
-        let v = decision_json(host, snap, &d, dst, now);
+        let v = decision_json(host, snap, &d, dst, policy.mode_for(dst), now);
         let line = if as_json {
             v.to_string()
         } else {
             let canonical = v["canonical"].as_str().unwrap_or("(invalid host name)");
             format!(
-                "{host}\t{}\t{}\n  canonical: {canonical}\n  matched: {}\n  why: {}",
+                "{host}\t{}\t{}\n  canonical: {canonical}\n  mode: {}\n  matched: {}\n  why: {}",
                 d.action.as_str(),
                 d.reason.as_str(),
+                policy.mode_for(dst).as_str(),
                 d.matched
                     .map(|r| format!("{} ({})", r.domain(), r.icp()))
                     .unwrap_or_else(|| "none".into()),
@@ -164,6 +167,147 @@ pub fn validate(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         Err(e) => {
             let _ = writeln!(err, "{}: {e}", path.display());
             EXIT_BLOCKED
+        }
+    }
+}
+
+/// `icpgate diff OLD NEW [--traffic FILE] [--config PATH] [--json]`.
+pub fn diff(
+    old: &Path,
+    new: &Path,
+    traffic: Option<&Path>,
+    config: Option<&Path>,
+    as_json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let run = || -> Result<(serde_json::Value, bool), String> {
+        let (policy, max_flip, max_shrink) = match config {
+            Some(c) => {
+                let cfg = Config::load(c)?;
+                (cfg.policy()?, cfg.table.max_flip, cfg.table.max_shrink)
+            }
+            None => {
+                let d = crate::config::TableConfig::default();
+                (
+                    Policy {
+                        mainland: decision::IpRanges::everything(),
+                        ..Policy::default()
+                    },
+                    d.max_flip,
+                    d.max_shrink,
+                )
+            }
+        };
+        let load = |p: &Path| {
+            table::load_path(p, &LoadOptions::default())
+                .map(|l| l.snapshot)
+                .map_err(|e| format!("{}: {e}", p.display()))
+        };
+        let (a, b) = (load(old)?, load(new)?);
+        let rows = crate::flip::diff(&a, &b);
+        let shrink = table::shrink_violation(a.len(), b.len(), max_shrink);
+        let flip = match traffic {
+            Some(t) => {
+                let text =
+                    std::fs::read_to_string(t).map_err(|e| format!("{}: {e}", t.display()))?;
+                let recent = crate::flip::Recent::new(usize::MAX >> 1);
+                for (i, line) in text.lines().enumerate() {
+                    let mut w = line.split_whitespace();
+                    let Some(name) = w.next() else { continue };
+                    let n = match w.next() {
+                        None => 1,
+                        Some(c) => c.parse::<u64>().map_err(|_| {
+                            format!("{}:{}: count {c:?} is not a number", t.display(), i + 1)
+                        })?,
+                    };
+                    recent.add(name, n);
+                }
+                Some(crate::flip::evaluate(
+                    &a,
+                    &b,
+                    &policy,
+                    &recent.entries(),
+                    decision::now_unix(),
+                ))
+            }
+            None => None,
+        };
+        let violation = flip.as_ref().and_then(|f| f.violation(max_flip));
+        let reject = shrink.is_some() || violation.is_some();
+        Ok((
+            json!({
+                "old": old.display().to_string(),
+                "new": new.display().to_string(),
+                "rows": rows,
+                "traffic": flip,
+                "shrink_violation": shrink,
+                "flip_violation": violation,
+                "would_be": if reject { "rejected unless forced" } else { "accepted" },
+            }),
+            reject,
+        ))
+    };
+    match run() {
+        Err(e) => {
+            let _ = writeln!(err, "icpgate diff: {e}");
+            EXIT_ERROR
+        }
+        Ok((v, reject)) => {
+            let text = if as_json {
+                v.to_string()
+            } else {
+                let mut t = format!(
+                    "rows: {} -> {} ({} added, {} removed, {} changed)\n",
+                    v["rows"]["old_entries"],
+                    v["rows"]["new_entries"],
+                    v["rows"]["added"],
+                    v["rows"]["removed"],
+                    v["rows"]["changed"]
+                );
+                for ex in v["rows"]["examples"].as_array().into_iter().flatten() {
+                    t.push_str(&format!("  {}\n", ex.as_str().unwrap_or("")));
+                }
+                if let Some(f) = v["traffic"].as_object() {
+                    t.push_str(&format!(
+                        "traffic: {} names, {:.2}% of the traffic newly blocked, {} names newly allowed\n",
+                        f["names"],
+                        f["share"].as_f64().unwrap_or(0.0) * 100.0,
+                        f["newly_allowed"]
+                    ));
+                    for n in f["newly_blocked"].as_array().into_iter().flatten().take(20) {
+                        t.push_str(&format!(
+                            "  newly blocked: {} ({}, weight {}{})\n",
+                            n["name"].as_str().unwrap_or(""),
+                            n["reason"].as_str().unwrap_or(""),
+                            n["weight"],
+                            if n["top"].as_bool() == Some(true) {
+                                ", a busiest name"
+                            } else {
+                                ""
+                            }
+                        ));
+                    }
+                }
+                for k in ["shrink_violation", "flip_violation"] {
+                    if let Some(m) = v[k].as_str() {
+                        t.push_str(&format!("{k}: {m}\n"));
+                    }
+                }
+                t.push_str(&format!(
+                    "would be {}",
+                    v["would_be"].as_str().unwrap_or("")
+                ));
+                t
+            };
+            if writeln!(out, "{text}").is_err() {
+                return EXIT_ERROR;
+            }
+            if reject {
+                EXIT_BLOCKED
+            } else {
+                EXIT_OK
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use std::time::Duration;
 
-use crate::decision::{IpAccess, IpRanges, NameSet, Policy};
+use crate::decision::{IpAccess, IpRanges, Mode, NameSet, Policy, Rollout};
 use crate::table::LoadOptions;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,10 +82,23 @@ impl ListenerConfig {
 pub struct Regions {
     #[serde(default)]
     pub mainland: Vec<IpNet>,
+    /// Per-range modes (`[[regions.rollout]]`): the most specific wins.
+    #[serde(default)]
+    pub rollout: Vec<RolloutRange>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRange {
+    pub cidr: IpNet,
+    pub mode: Mode,
 }
 
 fn default_max_shrink() -> f64 {
     0.10
+}
+fn default_max_flip() -> f64 {
+    0.01
 }
 fn default_poll() -> u64 {
     60
@@ -105,6 +118,9 @@ pub struct TableConfig {
     pub url: Option<String>,
     #[serde(default = "default_max_shrink")]
     pub max_shrink: f64,
+    /// Largest share of recently allowed traffic a new table may block.
+    #[serde(default = "default_max_flip")]
+    pub max_flip: f64,
     /// Accept a shrinking table anyway (every reload).
     #[serde(default)]
     pub force: bool,
@@ -142,6 +158,7 @@ impl Default for TableConfig {
             path: None,
             url: None,
             max_shrink: default_max_shrink(),
+            max_flip: default_max_flip(),
             force: false,
             max_invalid_rows: 0,
             max_bytes: None,
@@ -207,6 +224,10 @@ pub enum EchPolicy {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
+    /// enforce | shadow (the default for destinations no rollout range
+    /// covers).
+    #[serde(default)]
+    pub mode: Mode,
     #[serde(default)]
     pub ip_access: IpAccess,
     #[serde(default)]
@@ -444,6 +465,9 @@ impl Config {
                 "[runtime] workers: at most {MAX_WORKERS} (0 = one per CPU)"
             ));
         }
+        if !(0.0..=1.0).contains(&self.table.max_flip) {
+            return Err("[table] max_flip: a fraction between 0 and 1".into());
+        }
         if self.table.fetch_timeout_secs == 0 {
             return Err("[table] fetch_timeout_secs: at least 1".into());
         }
@@ -510,7 +534,19 @@ impl Config {
 
     /// The decision policy this config describes.
     pub fn policy(&self) -> Result<Policy, String> {
+        let ranges: Vec<_> = self
+            .regions
+            .rollout
+            .iter()
+            .map(|r| (r.cidr.trunc(), r.mode))
+            .collect();
+        for (i, (a, _)) in ranges.iter().enumerate() {
+            if ranges[..i].iter().any(|(b, _)| b == a) {
+                return Err(format!("[[regions.rollout]]: {a} listed twice"));
+            }
+        }
         Ok(Policy {
+            rollout: Rollout::new(self.policy.mode, &ranges),
             // No regions configured: everything counts as mainland (fail
             // closed rather than silently enforcing nothing).
             mainland: if self.regions.mainland.is_empty() {

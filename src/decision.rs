@@ -20,6 +20,9 @@ pub enum Action {
     Block,
     /// Not enforced (destination outside the mainland ranges, R2).
     Pass,
+    /// Blocked by the rules, but the destination is in shadow mode: the
+    /// traffic is forwarded exactly as if allowed, and the decision recorded.
+    WouldBlock,
 }
 
 impl Action {
@@ -28,6 +31,7 @@ impl Action {
             Action::Allow => "allow",
             Action::Block => "block",
             Action::Pass => "pass",
+            Action::WouldBlock => "would_block",
         }
     }
 }
@@ -248,9 +252,65 @@ impl NameSet {
     }
 }
 
+/// Whether blocking decisions are carried out (rollout, SPEC §4 Modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Forward everything; record blocks as `would_block`.
+    Shadow,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+/// Per-destination modes: the most specific range containing the
+/// destination wins; none → the default.
+#[derive(Debug, Clone, Default)]
+pub struct Rollout {
+    pub default: Mode,
+    /// Most specific (longest prefix) first.
+    ranges: Vec<(IpNet, Mode)>,
+}
+
+impl Rollout {
+    pub fn new(default: Mode, ranges: &[(IpNet, Mode)]) -> Self {
+        let mut ranges = ranges.to_vec();
+        ranges.sort_by_key(|r| std::cmp::Reverse(r.0.prefix_len()));
+        Rollout { default, ranges }
+    }
+
+    /// The mode for a destination (`None`: unknown, the default).
+    pub fn mode_for(&self, dst: Option<IpAddr>) -> Mode {
+        let Some(ip) = dst else {
+            return self.default;
+        };
+        if self.ranges.is_empty() {
+            return self.default;
+        }
+        let ip = match ip {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.ranges
+            .iter()
+            .find(|(net, _)| net.contains(&ip))
+            .map_or(self.default, |(_, m)| *m)
+    }
+}
+
 /// Everything besides the table that the rules need.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
+    /// Enforce or shadow, per destination range.
+    pub rollout: Rollout,
     /// R2: enforced destinations.
     pub mainland: IpRanges,
     /// R3.
@@ -268,6 +328,31 @@ impl Policy {
         dst.map_or(true, |ip| self.mainland.contains(ip))
     }
 
+    /// The mode for this destination.
+    pub fn mode_for(&self, dst: Option<IpAddr>) -> Mode {
+        self.rollout.mode_for(dst)
+    }
+
+    /// A blocking decision becomes `would_block` where the destination is
+    /// in shadow mode.
+    pub fn moded<'s>(&self, d: Decision<'s>, dst: Option<IpAddr>) -> Decision<'s> {
+        if d.action == Action::Block && self.mode_for(dst) == Mode::Shadow {
+            Decision {
+                action: Action::WouldBlock,
+                ..d
+            }
+        } else {
+            d
+        }
+    }
+
+    /// A refusal made outside the name rules (a malformed request, an
+    /// oversized head, R10, R8 in an SNI, the ECH policy), as a decision
+    /// for this destination's mode.
+    pub fn refuse(&self, reason: Reason, dst: Option<IpAddr>) -> Decision<'static> {
+        self.moded(Decision::new(Action::Block, reason), dst)
+    }
+
     fn ip_access(&self) -> Decision<'static> {
         match self.ip_access {
             IpAccess::Allow => Decision::new(Action::Allow, Reason::IpAccess),
@@ -281,7 +366,7 @@ impl Policy {
         if !self.enforced(dst) {
             return Decision::new(Action::Pass, Reason::OutsideMainland);
         }
-        self.ip_access()
+        self.moded(self.ip_access(), dst)
     }
 
     /// Decide for a raw host string (an SNI, a Host header value with an
@@ -299,7 +384,7 @@ impl Policy {
         match hostname::canonicalize(raw) {
             Ok(host) => self.decide_host(snap, &host, dst, now),
             // R8: not a hostname → never allowed, treated as unfiled.
-            Err(_) => Decision::new(Action::Block, Reason::Unfiled),
+            Err(_) => self.refuse(Reason::Unfiled, dst),
         }
     }
 
@@ -328,6 +413,18 @@ impl Policy {
         if !self.enforced(dst) {
             return Decision::new(Action::Pass, Reason::OutsideMainland);
         }
+        self.moded(self.decide_rules(snap, host, apex, dst, now), dst)
+    }
+
+    /// R3–R9 for an enforced destination, before its mode applies.
+    fn decide_rules<'s>(
+        &self,
+        snap: &'s Snapshot,
+        host: &Host<'_>,
+        apex: Option<&str>,
+        dst: Option<IpAddr>,
+        now: i64,
+    ) -> Decision<'s> {
         let name = match host {
             Host::Ip(_) => return self.ip_access(),
             Host::Name(n) => n.as_ref(),

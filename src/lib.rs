@@ -14,6 +14,7 @@ pub mod config;
 pub mod decision;
 pub mod demo;
 pub mod fetch;
+pub mod flip;
 pub mod hostname;
 pub mod logging;
 pub mod metrics;

@@ -64,14 +64,23 @@ impl BlockLog {
         admit(&self.warn_window, WARNS_PER_SEC)
     }
 
-    pub fn block(&self, proto: Proto, host: &str, reason: Reason, peer: SocketAddr, dst: IpAddr) {
+    /// `would`: a shadow-mode decision (forwarded, logged as `would_block`).
+    pub fn block(
+        &self,
+        proto: Proto,
+        host: &str,
+        reason: Reason,
+        would: bool,
+        peer: SocketAddr,
+        dst: IpAddr,
+    ) {
         if !self.enabled {
             return;
         }
         if self.admit() {
             macro_rules! line {
                 ($lvl:expr) => {
-                    tracing::event!(target: "icpgate::block", $lvl, protocol = proto.as_str(), host, reason = reason.as_str(), %peer, %dst, "blocked")
+                    tracing::event!(target: "icpgate::block", $lvl, protocol = proto.as_str(), host, reason = reason.as_str(), %peer, %dst, "{}", if would { "would_block (shadow mode: forwarded)" } else { "blocked" })
                 };
             }
             match self.level {

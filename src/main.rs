@@ -45,6 +45,24 @@ enum Cmd {
     },
     /// Lint a table; non-zero exit with line-numbered errors if it would be rejected.
     Validate { path: PathBuf },
+    /// What replacing table OLD by NEW would change: rows added, removed
+    /// and changed; with --traffic, the names newly blocked or allowed and
+    /// the share of that traffic affected. Exit 0 if the guard would accept
+    /// NEW, 1 if it would reject it (unless forced), 2 on errors.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Recent traffic: one name per line, optionally followed by a
+        /// count (default 1), e.g. exported from /v1/top-blocked-like logs.
+        #[arg(long)]
+        traffic: Option<PathBuf>,
+        /// Decision policy (overrides, R3, R7) and [table] max_flip /
+        /// max_shrink from this config (default: built-in defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn code(c: i32) -> ExitCode {
@@ -78,6 +96,25 @@ fn main() -> ExitCode {
             let now = icpgate::decision::now_unix();
             let mut out = std::io::stdout().lock();
             code(cli::check(&snap, &policy, &hosts, dst, json, now, &mut out))
+        }
+        Cmd::Diff {
+            old,
+            new,
+            traffic,
+            config,
+            json,
+        } => {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            code(cli::diff(
+                &old,
+                &new,
+                traffic.as_deref(),
+                config.as_deref(),
+                json,
+                &mut out,
+                &mut err,
+            ))
         }
         Cmd::Validate { path } => {
             let mut out = std::io::stdout().lock();

@@ -28,6 +28,27 @@ pub mod names {
     pub const BLOCK_LOGS_SUPPRESSED_TOTAL: &str = "icpgate_block_logs_suppressed_total";
     pub const BUILD_INFO: &str = "icpgate_build_info";
 
+    /// Every metric icpgate exports (dashboards and alerts may use only
+    /// these; tests/deploy.rs checks).
+    pub const ALL: &[&str] = &[
+        DECISIONS_TOTAL,
+        DECISION_DURATION_SECONDS,
+        TABLE_ENTRIES,
+        TABLE_LOADED_TIMESTAMP_SECONDS,
+        TABLE_AGE_SECONDS,
+        TABLE_RELOADS_TOTAL,
+        TABLE_RELOAD_FAILING,
+        CONNECTIONS_ACTIVE,
+        CONNECTIONS_TOTAL,
+        CONNECTIONS_REJECTED_TOTAL,
+        CONNECTIONS_SHED_TOTAL,
+        CONNECTIONS_REFUSED_TOTAL,
+        SNIFF_TOTAL,
+        UPSTREAM_CONNECT_ERRORS_TOTAL,
+        BLOCK_LOGS_SUPPRESSED_TOTAL,
+        BUILD_INFO,
+    ];
+
     pub const LABEL_PROTOCOL: &str = "protocol";
     pub const LABEL_DECISION: &str = "decision";
     pub const LABEL_REASON: &str = "reason";
@@ -95,9 +116,16 @@ pub mod reload_result {
     pub const REJECTED: &str = "rejected";
     pub const ERROR: &str = "error";
     pub const UNCHANGED: &str = "unchanged";
+    /// Would block too much recent traffic, or a busiest name (SPEC §4).
+    pub const FLIP_REJECTED: &str = "flip_rejected";
 }
 
-const ACTIONS: [Action; 3] = [Action::Allow, Action::Block, Action::Pass];
+const ACTIONS: [Action; 4] = [
+    Action::Allow,
+    Action::Block,
+    Action::Pass,
+    Action::WouldBlock,
+];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -124,7 +152,7 @@ fn possible(a: Action, r: Reason) -> bool {
     match a {
         Action::Pass => r == Reason::OutsideMainland,
         Action::Allow => matches!(r, Reason::Filed | Reason::Allowlisted | Reason::IpAccess),
-        Action::Block => !matches!(
+        Action::Block | Action::WouldBlock => !matches!(
             r,
             Reason::Filed | Reason::Allowlisted | Reason::OutsideMainland
         ),

@@ -24,6 +24,12 @@ pub struct ReloadReport {
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<RowError>,
+    /// What the new table would flip (when the guard ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flip: Option<Box<crate::flip::FlipReport>>,
+    /// Rows added / removed / changed (dry runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<Box<crate::flip::TableDiff>>,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +48,15 @@ pub struct Reloader {
     serial: tokio::sync::Mutex<()>,
     /// A retired snapshot's memory for the next build (`reuse_memory`).
     spare: Arc<Mutex<Option<Spare>>>,
+    /// The traffic-aware guard: the policy and the recently allowed names.
+    guard: Option<(crate::decision::Policy, Arc<crate::flip::Recent>)>,
+}
+
+/// Apply a loaded table, or only say what it would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    Swap,
+    DryRun,
 }
 
 /// How long a file renamed into place must keep its signature before it is
@@ -151,6 +166,29 @@ impl DirEvents {
     }
 }
 
+/// The flip report of `new` against `cur`, decided on a background thread
+/// (the control plane's runtime has one thread); `new` is handed back.
+async fn flip_check(
+    cur: &Arc<Snapshot>,
+    new: Snapshot,
+    policy: &crate::decision::Policy,
+    recent: &Arc<crate::flip::Recent>,
+) -> Option<(Snapshot, crate::flip::FlipReport)> {
+    let (cur, policy, recent) = (cur.clone(), policy.clone(), recent.clone());
+    background(move || {
+        let f = crate::flip::evaluate(
+            &cur,
+            &new,
+            &policy,
+            &recent.entries(),
+            crate::decision::now_unix(),
+        );
+        (new, f)
+    })
+    .await
+    .ok()
+}
+
 /// Load the first table; the proxy does not start without one.
 pub async fn initial(cfg: &TableConfig) -> Result<(Snapshot, Option<String>), String> {
     match (&cfg.path, &cfg.url) {
@@ -194,7 +232,25 @@ impl Reloader {
             }),
             serial: tokio::sync::Mutex::new(()),
             spare: Arc::new(Mutex::new(None)),
+            guard: None,
         }
+    }
+
+    /// Judge each new table by the recent traffic it would flip.
+    pub fn with_guard(
+        mut self,
+        policy: crate::decision::Policy,
+        recent: Arc<crate::flip::Recent>,
+    ) -> Self {
+        self.guard = Some((policy, recent));
+        self
+    }
+
+    /// Read the source as it is now and say what it would change — rows,
+    /// and the recent traffic it would flip — without changing anything.
+    pub async fn dry_run(&self) -> Result<ReloadReport, ReloadReport> {
+        let _serial = self.serial.lock().await;
+        self.reload_inner(true, Apply::DryRun).await
     }
 
     /// The last failed reload, if the most recent attempt failed.
@@ -233,6 +289,8 @@ impl Reloader {
             entries: cur.len(),
             message,
             errors,
+            flip: None,
+            diff: None,
         }
     }
 
@@ -257,11 +315,11 @@ impl Reloader {
                 }
             }
         }
-        let r = self.reload_inner(force).await;
+        let r = self.reload_inner(force, Apply::Swap).await;
         self.finish(r)
     }
 
-    async fn reload_inner(&self, force: bool) -> Result<ReloadReport, ReloadReport> {
+    async fn reload_inner(&self, force: bool, apply: Apply) -> Result<ReloadReport, ReloadReport> {
         let opts = self.cfg.load_options();
         let (loaded, etag) = match (&self.cfg.path, &self.cfg.url) {
             (Some(path), _) => {
@@ -327,6 +385,20 @@ impl Reloader {
         };
         let new = loaded.snapshot;
         let cur = self.holder.load_full();
+        if apply == Apply::DryRun {
+            let (diff, flip) = self.judge(cur, new).await;
+            let mut rep = self.report(
+                "dry_run",
+                match flip.as_ref().and_then(|f| f.violation(self.cfg.max_flip)) {
+                    Some(v) => format!("would be rejected unless forced: {v}"),
+                    None => "would be accepted".into(),
+                },
+                loaded.errors,
+            );
+            rep.flip = flip.map(Box::new);
+            rep.diff = Some(Box::new(diff));
+            return Ok(rep);
+        }
         if new.meta.version == cur.meta.version {
             if let Ok(mut st) = self.state.lock() {
                 st.etag = etag;
@@ -340,6 +412,29 @@ impl Reloader {
             if let Some(msg) = table::shrink_violation(cur.len(), new.len(), self.cfg.max_shrink) {
                 return Err(self.report(reload_result::REJECTED, msg, vec![]));
             }
+        }
+        let mut flip = None;
+        let mut new = new;
+        if let Some((policy, recent)) = &self.guard {
+            let Some((back, f)) = flip_check(&cur, new, policy, recent).await else {
+                return Err(self.report(
+                    reload_result::ERROR,
+                    "table guard thread failed".into(),
+                    vec![],
+                ));
+            };
+            new = back;
+            if !(force || self.cfg.force) {
+                if let Some(msg) = f.violation(self.cfg.max_flip) {
+                    let mut rep = self.report(reload_result::FLIP_REJECTED, msg, vec![]);
+                    rep.flip = Some(Box::new(f));
+                    if self.cfg.reuse_memory {
+                        keep_spare(&self.spare, new);
+                    }
+                    return Err(rep);
+                }
+            }
+            flip = Some(Box::new(f));
         }
         drop(cur);
         let entries = new.len();
@@ -359,7 +454,38 @@ impl Reloader {
                 loaded.invalid
             ),
             errors: loaded.errors,
+            flip,
+            diff: None,
         })
+    }
+
+    /// The row diff and, with the guard, the flip report of `new` against
+    /// `cur`, off the async threads.
+    async fn judge(
+        &self,
+        cur: Arc<Snapshot>,
+        new: Snapshot,
+    ) -> (crate::flip::TableDiff, Option<crate::flip::FlipReport>) {
+        let guard = self.guard.clone();
+        let spare = self.cfg.reuse_memory.then(|| self.spare.clone());
+        background(move || {
+            let diff = crate::flip::diff(&cur, &new);
+            let flip = guard.map(|(policy, recent)| {
+                crate::flip::evaluate(
+                    &cur,
+                    &new,
+                    &policy,
+                    &recent.entries(),
+                    crate::decision::now_unix(),
+                )
+            });
+            if let Some(spare) = spare {
+                keep_spare(&spare, new);
+            }
+            (diff, flip)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// With `reuse_memory`: prepare spare memory shaped like the running
@@ -403,7 +529,7 @@ impl Reloader {
     async fn load_file_change(&self) {
         let _serial = self.serial.lock().await;
         if self.file_changed().is_some() {
-            let r = self.reload_inner(false).await;
+            let r = self.reload_inner(false, Apply::Swap).await;
             let _ = self.finish(r);
         }
     }

@@ -119,7 +119,22 @@ async fn serve(cfg: Config) -> i32 {
     reload::publish_metrics(&snapshot);
     tracing::info!(entries = snapshot.len(), version = %snapshot.meta.version, source = %snapshot.meta.source, "table loaded");
     let holder = Arc::new(TableHolder::new(snapshot));
-    let reloader = Arc::new(Reloader::new(cfg.table.clone(), holder.clone(), etag));
+    let recent = Arc::new(crate::flip::Recent::default());
+    let reloader = Arc::new(
+        Reloader::new(cfg.table.clone(), holder.clone(), etag)
+            .with_guard(policy.clone(), recent.clone()),
+    );
+    {
+        let recent = recent.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::flip::DECAY_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                recent.decay();
+            }
+        });
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -132,6 +147,7 @@ async fn serve(cfg: Config) -> i32 {
         tls_page,
         metrics,
         top: TopBlocked::new(10_000),
+        recent,
         log: BlockLog::new(
             cfg.log.blocks,
             cfg.log.blocks_level.parse().unwrap_or(tracing::Level::INFO),

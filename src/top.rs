@@ -23,11 +23,16 @@ impl TopBlocked {
     }
 
     pub fn hit(&self, host: &str) {
-        if host.is_empty() || host.len() > 253 {
+        self.add(host, 1);
+    }
+
+    /// `n` hits at once.
+    pub fn add(&self, host: &str, n: u64) {
+        if host.is_empty() || host.len() > 253 || n == 0 {
             return;
         }
         if let Some(c) = self.counts.get(host) {
-            c.fetch_add(1, Ordering::Relaxed);
+            c.fetch_add(n, Ordering::Relaxed);
             return;
         }
         if self.counts.len() >= self.capacity {
@@ -36,7 +41,16 @@ impl TopBlocked {
         self.counts
             .entry(host.into())
             .or_insert_with(|| AtomicU64::new(0))
-            .fetch_add(1, Ordering::Relaxed);
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Halve every count; drop those that reach zero.
+    pub fn decay(&self) {
+        self.counts.retain(|_, v| {
+            let n = v.load(Ordering::Relaxed) / 2;
+            v.store(n, Ordering::Relaxed);
+            n > 0
+        });
     }
 
     fn evict(&self) {

@@ -22,23 +22,7 @@ fn deploy_files_are_valid() {
 
 #[test]
 fn dashboard_and_alerts_use_only_exported_metrics() {
-    use icpgate::metrics::names::*;
-    let known = [
-        DECISIONS_TOTAL,
-        DECISION_DURATION_SECONDS,
-        TABLE_ENTRIES,
-        TABLE_LOADED_TIMESTAMP_SECONDS,
-        TABLE_AGE_SECONDS,
-        TABLE_RELOADS_TOTAL,
-        TABLE_RELOAD_FAILING,
-        CONNECTIONS_ACTIVE,
-        CONNECTIONS_TOTAL,
-        CONNECTIONS_REJECTED_TOTAL,
-        SNIFF_TOTAL,
-        UPSTREAM_CONNECT_ERRORS_TOTAL,
-        BLOCK_LOGS_SUPPRESSED_TOTAL,
-        BUILD_INFO,
-    ];
+    let known = icpgate::metrics::names::ALL;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("deploy/grafana/icpgate-dashboard.json")).unwrap(),
@@ -70,4 +54,26 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
             "{name} is used by deploy/ but not exported"
         );
     }
+}
+
+/// `metrics::names::ALL` is exactly what the registry exports.
+#[test]
+fn metric_names_list_is_complete() {
+    let m = icpgate::metrics::Metrics::get();
+    // Labelled families appear once they have a series.
+    m.connections_active.with_label_values(&["t"]);
+    m.connections_total.with_label_values(&["t"]);
+    m.connections_rejected.with_label_values(&["t"]);
+    m.connections_shed.with_label_values(&["t"]);
+    m.connections_refused.with_label_values(&["t", "loop"]);
+    m.upstream_errors.with_label_values(&["t"]);
+    let text = m.render();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let listed: std::collections::BTreeSet<&str> =
+        icpgate::metrics::names::ALL.iter().copied().collect();
+    assert_eq!(exported, listed);
 }

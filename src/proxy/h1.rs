@@ -97,6 +97,9 @@ enum Plan {
     /// may still be sending (keep-alive, a body, pipelined bytes), so read
     /// and drop for a moment before closing, lest an RST destroy the answer.
     Answer { linger: bool },
+    /// Shadow mode, a request that cannot be followed: the rest of the
+    /// connection (from the unparsed bytes on) is piped to the upstream.
+    Pipe,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +136,8 @@ enum Next {
     Tunnel {
         connect: bool,
     },
+    /// Shadow mode: pipe the client's unparsed bytes and the rest.
+    Pipe,
 }
 
 struct Up {
@@ -224,6 +229,18 @@ pub async fn serve(
             )
             .await;
         }
+        (Next::Pipe, up) => {
+            let up = match (up, depth) {
+                (Some(up), _) => up.s,
+                (None, 0) => match info.upstream.connect(shared.limits.connect_timeout()).await {
+                    Ok(s) => s,
+                    Err(_) => return client.reset(),
+                },
+                // In a tunnel whose end is gone: nowhere to forward to.
+                (None, _) => return,
+            };
+            super::pipe_from(&shared, client, up, cbuf).await;
+        }
         (_, Some(up)) if depth == 0 => info.listener.pool.put(up.addr, up.s),
         (_, _) => {}
     }
@@ -245,6 +262,7 @@ impl Conn<'_> {
                     self.answer_and_close(linger).await;
                     return Next::Close;
                 }
+                Plan::Pipe => return Next::Pipe,
                 Plan::Forward(f) => match self.forward(f).await {
                     Next::Continue => {}
                     other => return other,
@@ -284,8 +302,7 @@ impl Conn<'_> {
                             self.shared.metrics.sniffed(Sniffed::Invalid);
                         }
                         tracing::debug!(peer = %self.info.peer, "invalid request head");
-                        self.refuse(400, Reason::BadRequest);
-                        return Some(Plan::Answer { linger: true });
+                        return Some(self.refusal(400, Reason::BadRequest));
                     }
                     Parsed::NeedMore => {}
                 }
@@ -297,8 +314,7 @@ impl Conn<'_> {
                     }
                     let start = skip_empty_lines(&self.cbuf);
                     let line_done = self.cbuf[start..].contains(&b'\n');
-                    self.refuse(if line_done { 431 } else { 414 }, Reason::TooLong);
-                    return Some(Plan::Answer { linger: true });
+                    return Some(self.refusal(if line_done { 431 } else { 414 }, Reason::TooLong));
                 }
             }
             let now = tokio::time::Instant::now();
@@ -342,10 +358,9 @@ impl Conn<'_> {
         }
     }
 
-    /// Refuse the request at hand with `status` (in `obuf`), counted as a
-    /// blocking decision with `reason`.
-    fn refuse(&mut self, status: u16, reason: Reason) {
-        refused(self.shared, self.info, &mut self.obuf, status, reason);
+    /// Refuse the request at hand (see [`refusal`]).
+    fn refusal(&mut self, status: u16, reason: Reason) -> Plan {
+        refusal(self.shared, self.info, &mut self.obuf, status, reason)
     }
 
     async fn answer_and_close(&mut self, linger: bool) {
@@ -843,16 +858,27 @@ fn parse_and_plan(
     }
 }
 
-/// `status` with `X-Icpgate-Reason` in `out`, counted as a blocking
-/// decision with `reason`.
-fn refused(shared: &Shared, info: &ConnInfo, out: &mut Vec<u8>, status: u16, reason: Reason) {
-    let d = Decision {
-        action: Action::Block,
-        reason,
-        matched: None,
-    };
+/// A request refused whatever its name (malformed, too long, unsound
+/// framing): `status` with `X-Icpgate-Reason` in `out`, counted as a
+/// blocking decision with `reason`. In shadow mode it is counted as
+/// `would_block` and the connection becomes a pipe from this request on
+/// (what cannot be parsed cannot be followed): traffic as if icpgate were
+/// not there.
+fn refusal(
+    shared: &Shared,
+    info: &ConnInfo,
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: Reason,
+) -> Plan {
+    let d = shared.policy.refuse(reason, Some(info.dst));
     record(shared, Proto::Http, &d, "", info, Instant::now());
-    simple(out, status, Some(reason));
+    if d.action == Action::Block {
+        simple(out, status, Some(reason));
+        Plan::Answer { linger: true }
+    } else {
+        Plan::Pipe
+    }
 }
 
 enum Parsed {
@@ -1023,14 +1049,20 @@ fn plan(
     let host = match request_host(target, http10, &mut hosts) {
         Ok(h) => h,
         Err(reason) => {
-            let d = Decision {
-                action: Action::Block,
-                reason,
-                matched: None,
+            let d = shared.policy.refuse(reason, Some(info.dst));
+            if d.action == Action::Block {
+                record(shared, Proto::Http, &d, "", info, started);
+                simple(obuf, 400, Some(reason));
+                return Plan::Answer { linger: true };
+            }
+            // Shadow mode: forwarded as it came, the refusal recorded.
+            return match frame_request(buf, req, end, obuf, depth) {
+                Some(f) => {
+                    record(shared, Proto::Http, &d, "", info, started);
+                    Plan::Forward(f)
+                }
+                None => refusal(shared, info, obuf, 400, Reason::BadRequest),
             };
-            record(shared, Proto::Http, &d, "", info, started);
-            simple(obuf, 400, Some(reason));
-            return Plan::Answer { linger: true };
         }
     };
     // Allowed (or passed): counted once the framing is known to be sound.
@@ -1076,24 +1108,34 @@ fn plan(
                     .any(|h| eq(h.name, "content-length") || eq(h.name, "transfer-encoding"));
             return Plan::Answer { linger: !done };
         }
-        (d.action, d.reason)
+        // Shadow mode: reported under its name like a block.
+        let name = (d.action == Action::WouldBlock).then(|| {
+            host.as_ref()
+                .map(Host::text)
+                .unwrap_or_default()
+                .into_owned()
+        });
+        (d.action, d.reason, name)
     };
 
     match frame_request(buf, req, end, obuf, depth) {
         Some(f) => {
-            let (action, reason) = allowed;
+            let (action, reason, name) = allowed;
             let d = Decision {
                 action,
                 reason,
                 matched: None,
             };
-            record(shared, Proto::Http, &d, "", info, started);
+            // An allowed name is recorded for the table guard (sampled).
+            let shown = match (&name, &host) {
+                (Some(n), _) => n.as_str(),
+                (None, Some(Host::Name(n))) => n.as_ref(),
+                _ => "",
+            };
+            record(shared, Proto::Http, &d, shown, info, started);
             Plan::Forward(f)
         }
-        None => {
-            refused(shared, info, obuf, 400, Reason::BadRequest);
-            Plan::Answer { linger: true }
-        }
+        None => refusal(shared, info, obuf, 400, Reason::BadRequest),
     }
 }
 

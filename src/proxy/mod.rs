@@ -46,6 +46,8 @@ pub struct Shared {
     pub tls_page: Option<tokio_rustls::TlsAcceptor>,
     pub metrics: &'static Metrics,
     pub top: TopBlocked,
+    /// Names recently allowed, for the traffic-aware table guard.
+    pub recent: Arc<crate::flip::Recent>,
     pub log: crate::logging::BlockLog,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -126,9 +128,14 @@ pub fn record(
         .metrics
         .decision_duration
         .observe(started.elapsed().as_secs_f64());
-    if d.action == Action::Block {
+    if d.action == Action::Allow {
+        shared.recent.hit(host);
+    } else if matches!(d.action, Action::Block | Action::WouldBlock) {
         shared.top.hit(host);
-        shared.log.block(proto, host, d.reason, info.peer, info.dst);
+        let would = d.action == Action::WouldBlock;
+        shared
+            .log
+            .block(proto, host, d.reason, would, info.peer, info.dst);
     }
 }
 
@@ -263,7 +270,7 @@ pub async fn handle(
     }
     let mut pre = None;
     if buf.is_empty() {
-        let wait = tokio::time::Instant::now() + Duration::from_millis(limits.server_first_wait_ms);
+        let wait = tokio::time::Instant::now() + server_first_wait(limits, info.peer);
         match timeout_at(wait, stream.read_buf(&mut buf)).await {
             Err(_) => match first_speaker(&shared, &info, &mut stream, &mut buf, None).await {
                 First::Server(up, said) => {
@@ -283,6 +290,16 @@ pub async fn handle(
         }
     }
     dispatch(shared, info, stream, buf, pre, header_deadline, 0).await;
+}
+
+/// The server-first wait for this client: `server_first_wait_ms`, spread
+/// by up to half of it by the client's port, so that a burst of silent
+/// connections (a port scan, preconnects, a reconnect storm) does not open
+/// its upstream connections all in the same instant.
+fn server_first_wait(limits: &Limits, peer: SocketAddr) -> Duration {
+    let base = limits.server_first_wait();
+    let spread = u32::from(peer.port()).wrapping_mul(2_654_435_761) >> 22; // 0..1024
+    base + base.mul_f64(f64::from(spread) / 2048.0)
 }
 
 /// Tunnels (`CONNECT`) inside tunnels are sniffed again up to this depth;
@@ -662,6 +679,25 @@ async fn passthrough(
     .await;
 }
 
+/// Pipe `client` ⇄ `up`, the client's bytes `first` (already read) sent
+/// first.
+pub(crate) async fn pipe_from(shared: &Shared, client: Client, mut up: Tracked, first: Vec<u8>) {
+    let Ok(mut client) = client.into_registered() else {
+        return;
+    };
+    if !write_within(&mut *up, &first, shared.limits.idle()).await {
+        return;
+    }
+    drop(first);
+    pipe::pipe(
+        &mut client,
+        &mut up,
+        shared.limits.copy_buffer_bytes,
+        shared.limits.idle(),
+    )
+    .await;
+}
+
 /// Decide on a complete ClientHello's SNI.
 fn decide_tls<'s>(
     shared: &Shared,
@@ -671,11 +707,7 @@ fn decide_tls<'s>(
 ) -> Decision<'s> {
     let now = now_unix();
     let policy = &shared.policy;
-    let blocked = |reason| Decision {
-        action: Action::Block,
-        reason,
-        matched: None,
-    };
+    let blocked = |reason| policy.refuse(reason, Some(dst));
     if hello.ech && shared.ech == EchPolicy::Block && policy.enforced(Some(dst)) {
         return blocked(Reason::Ech);
     }
@@ -708,7 +740,12 @@ async fn tls_conn(
             tls::Parse::Invalid(why) => {
                 shared.metrics.sniffed(Sniffed::Invalid);
                 let started = Instant::now();
-                match decide_tls_invalid(&why) {
+                match decide_tls_invalid(&shared.policy, &why, info.dst) {
+                    Some(d) if d.action == Action::WouldBlock => {
+                        // Shadow mode: passed through as if allowed.
+                        record(&shared, Proto::Tls, &d, "", &info, started);
+                        passthrough(&shared, &info, stream, buf, pre).await;
+                    }
                     Some(d) => {
                         record(&shared, Proto::Tls, &d, "", &info, started);
                         tls_block(&shared, stream, buf, "", &d).await;
@@ -733,16 +770,20 @@ async fn tls_conn(
     let blocked = {
         let snap = shared.table.load();
         let d = decide_tls(&shared, &snap, &hello, info.dst);
-        if d.action == Action::Block {
-            let name = hello
-                .sni
-                .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned())
-                .unwrap_or_default();
-            record(&shared, Proto::Tls, &d, &name, &info, started);
-            Some((name, OwnedBlock::from(&d)))
-        } else {
-            record(&shared, Proto::Tls, &d, "", &info, started);
-            None
+        match d.action {
+            Action::Block | Action::WouldBlock => {
+                let name = hello
+                    .sni
+                    .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                record(&shared, Proto::Tls, &d, &name, &info, started);
+                (d.action == Action::Block).then(|| (name, OwnedBlock::from(&d)))
+            }
+            _ => {
+                let name = hello.sni.as_ref().and_then(|s| s.as_str()).unwrap_or("");
+                record(&shared, Proto::Tls, &d, name, &info, started);
+                None
+            }
         }
     };
     match blocked {
@@ -754,17 +795,20 @@ async fn tls_conn(
 /// A ClientHello that cannot be decided on a name: R10 (two names) and an
 /// oversized hello are blocking decisions, counted with their reason;
 /// anything else malformed is reset (`None`) and counted as invalid.
-fn decide_tls_invalid(why: &tls::Invalid) -> Option<Decision<'static>> {
+fn decide_tls_invalid(
+    policy: &crate::decision::Policy,
+    why: &tls::Invalid,
+    dst: IpAddr,
+) -> Option<Decision<'static>> {
+    let shadow = policy.mode_for(Some(dst)) == crate::decision::Mode::Shadow;
     let reason = match why {
         tls::Invalid::TwoNames => Reason::AmbiguousHost,
         tls::Invalid::TooLarge => Reason::TooLong,
+        // In shadow mode it is passed through, so it is a decision too.
+        tls::Invalid::Malformed(_) if shadow => Reason::BadRequest,
         tls::Invalid::Malformed(_) => return None,
     };
-    Some(Decision {
-        action: Action::Block,
-        reason,
-        matched: None,
-    })
+    Some(policy.refuse(reason, Some(dst)))
 }
 
 /// The parts of a blocking decision the page needs, detached from the

@@ -69,6 +69,32 @@ pub struct ListenerConfig {
     pub defer_accept: bool,
     /// Label for metrics and logs; defaults to the address.
     pub name: Option<String>,
+    /// Transparent listeners: upstream connections leave from the gateway's
+    /// address ("gateway") or from the client's own ("client": the origin
+    /// sees its visitors).
+    #[serde(default)]
+    pub source: Source,
+    /// With `source = "client"`: "any" (an ephemeral port, the default) or
+    /// "client" (the client's own port too).
+    #[serde(default)]
+    pub source_port: SourcePort,
+}
+
+/// Where upstream connections leave from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    #[default]
+    Gateway,
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourcePort {
+    #[default]
+    Any,
+    Client,
 }
 
 impl ListenerConfig {
@@ -464,6 +490,20 @@ impl Config {
             return Err(format!(
                 "[runtime] workers: at most {MAX_WORKERS} (0 = one per CPU)"
             ));
+        }
+        for l in &self.listeners {
+            if l.source == Source::Client && l.upstream.is_some() {
+                return Err(format!(
+                    "[[listener]] {}: source = \"client\" needs a transparent listener (no fixed `upstream`): a fixed upstream is not on the clients' return path",
+                    l.label()
+                ));
+            }
+            if l.source_port == SourcePort::Client && l.source != Source::Client {
+                return Err(format!(
+                    "[[listener]] {}: source_port = \"client\" goes with source = \"client\"",
+                    l.label()
+                ));
+            }
         }
         if !(0.0..=1.0).contains(&self.table.max_flip) {
             return Err("[table] max_flip: a fraction between 0 and 1".into());

@@ -164,6 +164,28 @@ async fn serve(cfg: Config) -> i32 {
         tracing::info!(%origin, tls = ?cfg.demo.origin_tls, "demo origin started");
     }
 
+    // source = "client" binds upstream sockets to clients' addresses:
+    // refused at start, with the reason, where the process cannot.
+    for l in cfg
+        .listeners
+        .iter()
+        .filter(|l| l.source == crate::config::Source::Client)
+    {
+        for v6 in [false, true] {
+            if let Err(e) = proxy::upstream::can_bind_transparent(v6) {
+                if e.raw_os_error() == Some(libc::EAFNOSUPPORT) {
+                    continue;
+                }
+                let why = format!(
+                    "listener {}: source = \"client\" needs IP_TRANSPARENT on upstream sockets ({e}): run with CAP_NET_ADMIN (systemd AmbientCapabilities=CAP_NET_ADMIN; Kubernetes securityContext.capabilities.add: [NET_ADMIN])",
+                    l.label()
+                );
+                tracing::error!("{why}");
+                eprintln!("icpgate run: {why}");
+                return 1;
+            }
+        }
+    }
     // Bind everything before serving anything: one socket of every
     // listener per worker.
     let workers = cfg.runtime.workers();

@@ -188,6 +188,20 @@ fn bad_config_names_the_key() {
             "[limits]\nheader_timeout_ms = 9223372036854775807\n",
             "[limits] header_timeout_ms: at most",
         ),
+        // source = "client" on a listener with a fixed upstream.
+        (
+            "[[listener]]\nname = \"l\"\naddr = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\nsource = \"client\"\n",
+            "source = \"client\" needs a transparent listener",
+        ),
+        (
+            "[[listener]]\nname = \"l\"\naddr = \"127.0.0.1:1\"\nsource_port = \"client\"\n",
+            "source_port = \"client\" goes with source = \"client\"",
+        ),
+        (
+            "[[regions.rollout]]\ncidr = \"10.0.0.0/8\"\nmode = \"watch\"\n",
+            "mode",
+        ),
+        ("[policy]\nmode = \"loud\"\n", "mode"),
     ] {
         std::fs::write(&p, format!("[table]\npath = \"x.csv\"\n{section}")).unwrap();
         let o = icpgate(&["run", "--config", p.to_str().unwrap()]);

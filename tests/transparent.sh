@@ -28,13 +28,19 @@
 #    connections to the listener (client -> 10.200.1.1:15001, gateway-local
 #    -> 127.0.0.1:15001) are closed without looping.
 #
+# 3. source = "client" on the same topology (plus IPv6 fd00:200:1::/64 and
+#    fd00:200:2::/64): the upstream sees the client's address (v4 and v6),
+#    blocked requests never reach it, a 50 MB download and a 50 MB TLS
+#    passthrough echo work both ways (replies reach icpgate's transparent
+#    upstream sockets through `socket transparent` + the policy route).
+#
 # Needs root, unshare, ip, nft, curl, python3, timeout. No traffic leaves the
 # namespaces. Exit 0 = passed, 1 = a check failed, 2 = usage,
-# 77 = cannot run here (SKIP). Bounded to ~28 s; everything it started
+# 77 = cannot run here (SKIP). Bounded to ~60 s; everything it started
 # (processes, namespaces, temp dir) is removed on exit.
 set -uo pipefail
 
-LIMIT=28
+LIMIT=60
 if [ -z "${ICPGATE_TRANSPARENT_INNER:-}" ]; then
 	# Whole-run bound: TERM to the whole process group after $LIMIT s (the
 	# EXIT trap below still cleans up), KILL 10 s later.
@@ -111,11 +117,22 @@ cat >"$WORK/upstream.py" <<'EOF'
 import http.server, socket, sys
 addr, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'  # keep-alive: upstream connections are pooled
     def do_GET(self):
         host = self.headers.get('Host', '')
         peer = self.client_address[0]
         with open(log, 'a') as f:
             f.write(peer + ' ' + host + '\n')
+        if self.path == '/big':
+            n = 50 * 1024 * 1024
+            self.send_response(200)
+            self.send_header('Content-Length', str(n))
+            self.send_header('X-Upstream-Peer', peer)
+            self.end_headers()
+            chunk = b'x' * 65536
+            for _ in range(n // len(chunk)):
+                self.wfile.write(chunk)
+            return
         body = ('upstream-ok host=' + host).encode()
         self.send_response(200)
         self.send_header('Content-Type', 'text/plain')
@@ -151,6 +168,74 @@ except socket.timeout:
     print('timeout')
 except OSError as e:
     print('error:' + type(e).__name__)
+EOF
+
+# A raw TCP server for TLS passthrough: logs "<peer> <n bytes>" per
+# connection in argv[3] and echoes every byte back.
+cat >"$WORK/echo.py" <<'EOF'
+import socket, sys, threading
+addr, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+fam = socket.AF_INET6 if ':' in addr else socket.AF_INET
+l = socket.socket(fam)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((addr, port)); l.listen(64)
+def serve(c, peer):
+    n = 0
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            n += len(d)
+            c.sendall(d)
+    except OSError:
+        pass
+    with open(log, 'a') as f:
+        f.write('%s %d\n' % (peer[0], n))
+    c.close()
+while True:
+    c, peer = l.accept()
+    threading.Thread(target=serve, args=(c, peer), daemon=True).start()
+EOF
+
+# A TLS-shaped client: a ClientHello with SNI argv[3] to argv[1]:argv[2],
+# then argv[4] MB of data, reading the echo as it comes; prints the bytes
+# echoed ("echo:<n>"), or reset / closed / timeout.
+cat >"$WORK/hello.py" <<'EOF'
+import socket, struct, sys
+host, port, sni, mb = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), int(sys.argv[4])
+ext = struct.pack('!HHHBH', 0, len(sni) + 5, len(sni) + 3, 0, len(sni)) + sni
+body = b'\x03\x03' + b'\x07' * 32 + b'\x00' + b'\x00\x02\x13\x01' + b'\x01\x00' + struct.pack('!H', len(ext)) + ext
+hs = b'\x01' + struct.pack('!I', len(body))[1:] + body
+hello = b'\x16\x03\x01' + struct.pack('!H', len(hs)) + hs
+if len(sys.argv) > 5:
+    print(len(hello)); sys.exit()
+try:
+    s = socket.create_connection((host, port), timeout=5)
+    s.sendall(hello)
+    total = mb * 1024 * 1024
+    sent = got = 0
+    chunk = b'y' * 65536
+    s.settimeout(10)
+    while sent < total:
+        s.sendall(chunk); sent += len(chunk)
+        while got + 4 * 1024 * 1024 < sent:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += len(d)
+    s.shutdown(socket.SHUT_WR)
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        got += len(d)
+    print('echo:%d' % got if got else 'closed')
+except socket.timeout:
+    print('timeout')
+except OSError as e:
+    # ECONNRESET, ENOTCONN (shutdown after a reset), EPIPE
+    print('reset' if e.errno in (104, 107, 32) else 'error:' + str(e))
 EOF
 
 cat >"$WORK/table.csv" <<'EOF'
@@ -195,10 +280,12 @@ start_icpgate() {
 }
 
 # req NS URL HOST -> "<status> reason=<X-Icpgate-Reason or -> <body's first line>"
+# (REQ_FROM=ADDR: from that source address)
 req() {
 	local h="$WORK/req.h" b="$WORK/req.b" code reason body
 	rm -f "$h" "$b"
 	code=$(timeout 5 ip netns exec "$1" curl -sS --noproxy '*' --max-time 3 \
+		${REQ_FROM:+--interface "$REQ_FROM"} \
 		-H "Host: $3" -D "$h" -o "$b" -w '%{http_code}' "$2" 2>&1) || true
 	reason=$(tr -d '\r' <"$h" 2>/dev/null | awk -F': *' 'tolower($1) == "x-icpgate-reason" { print $2 }')
 	body=$(head -n 1 "$b" 2>/dev/null)
@@ -207,7 +294,12 @@ req() {
 
 # header NAME: from the last req
 header() {
-	tr -d '\r' <"$WORK/req.h" 2>/dev/null | awk -F': *' -v n="$1" 'tolower($1) == tolower(n) { print $2 }'
+	# Split at the first colon only: values may hold colons (IPv6 addresses).
+	tr -d '\r' <"$WORK/req.h" 2>/dev/null | awk -v n="$1" '{
+		i = index($0, ":"); if (i == 0) next
+		v = substr($0, i + 1); sub(/^ */, "", v)
+		if (tolower(substr($0, 1, i - 1)) == tolower(n)) print v
+	}'
 }
 
 # metric NS NAME LABEL=VALUE...: sum of the matching series (0 if none).
@@ -452,6 +544,122 @@ addr = \"127.0.0.1:19090\"
 	direct "$C" "$G" 10.200.1.1 15001 "tproxy (client -> gateway address)"
 	direct "$G" "$G" 127.0.0.1 15001 "tproxy (gateway-local)"
 	expect "tproxy: upstream saw only the two allowed requests" "$(hits "$ULOG2" www.example.com.cn)" "2"
+
+	# --- source = "client": the origin sees its visitors (IPv4 and IPv6).
+	echo "== TPROXY with source = \"client\""
+	local pid
+	for pid in $(ip netns pids "$G"); do
+		if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q ' run --config'; then kill "$pid"; fi
+	done
+	sleep 0.5
+	(
+		set -e
+		ip -n "$C" addr add fd00:200:1::2/64 dev "$P-c" nodad
+		ip -n "$G" addr add fd00:200:1::1/64 dev g1 nodad
+		ip -n "$G" addr add fd00:200:2::1/64 dev g2 nodad
+		ip -n "$S" addr add fd00:200:2::5/64 dev "$P-s" nodad
+		ip -n "$C" -6 route add default via fd00:200:1::1
+		ip -n "$S" -6 route add default via fd00:200:2::1
+		ip netns exec "$G" sysctl -qw net.ipv6.conf.all.forwarding=1
+		ip -n "$G" -6 rule add fwmark 0x1 lookup 100
+		ip -n "$G" -6 route add local ::/0 dev lo table 100
+	) || { fail "client source: IPv6 topology"; return 0; }
+	cat >"$WORK/tproxy6.nft" <<'EOF'
+table inet icpgate_test6 {
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		meta mark 0x2 return
+		meta l4proto != tcp return
+		fib daddr type local return
+		socket transparent 1 meta mark set 0x1 accept
+		meta l4proto tcp tcp flags & (fin | syn | rst | ack) == syn ip6 daddr fd00:200:2::/64 meta mark set 0x1 tproxy ip6 to :15001 accept
+		meta l4proto tcp tcp flags & (fin | syn | rst | ack) == syn ip daddr 10.200.2.0/24 meta mark set 0x1 tproxy ip to :15001 accept
+	}
+}
+EOF
+	if ! out=$(timeout 5 ip netns exec "$G" nft -f "$WORK/tproxy6.nft" 2>&1); then
+		echo "skip  client source: the kernel refused the IPv6 tproxy rules: $out"
+		return 0
+	fi
+	local ULOG3="$WORK/upstream-client6.log" ELOG="$WORK/echo.log" got want before
+	: >"$ULOG3"
+	: >"$ELOG"
+	start_upstream "$S" fd00:200:2::5 "$ULOG3"
+	ip netns exec "$S" python3 "$WORK/echo.py" 10.200.2.5 8443 "$ELOG" >>"$WORK/upstream.err" 2>&1 &
+	wait_port "$S" fd00:200:2::5 8888 || { fail "client source: upstream [fd00:200:2::5]:8888 did not start"; return 0; }
+	wait_port "$S" 10.200.2.5 8443 || { fail "client source: echo 10.200.2.5:8443 did not start"; return 0; }
+	if ! start_icpgate "$G" client "
+[[listener]]
+name = \"client4\"
+addr = \"0.0.0.0:15001\"
+transparent = \"tproxy\"
+upstream_fwmark = 2
+source = \"client\"
+
+[[listener]]
+name = \"client6\"
+addr = \"[::]:15001\"
+transparent = \"tproxy\"
+upstream_fwmark = 2
+source = \"client\"
+
+[regions]
+mainland = [\"10.200.2.0/24\", \"fd00:200:2::/64\"]
+
+[table]
+path = \"$WORK/table.csv\"
+
+[admin]
+addr = \"127.0.0.1:19090\"
+"; then
+		fail "client source: icpgate did not become ready"
+		sed 's/^/      /' "$WORK/client.log" | tail -n 20
+		return 0
+	fi
+	ok "client source: icpgate ready"
+
+	expect "client source: allowed (IPv4) reaches the upstream through icpgate" \
+		"$(req "$C" http://10.200.2.5:8888/ www.example.com.cn)" "200 reason=- upstream-ok host=www.example.com.cn"
+	expect "client source: ... and the upstream saw the client, not the gateway" "$(header X-Upstream-Peer)" "10.200.1.2"
+	expect "client source: allowed (IPv6) reaches the upstream through icpgate" \
+		"$(req "$C" 'http://[fd00:200:2::5]:8888/' www.example.com.cn)" "200 reason=- upstream-ok host=www.example.com.cn"
+	expect "client source: ... and the upstream saw the IPv6 client" "$(header X-Upstream-Peer)" "fd00:200:1::2"
+	expect "client source: unfiled blocked (IPv4)" \
+		"$(req "$C" http://10.200.2.5:8888/ unknown.cn | cut -d' ' -f1-2)" "403 reason=unfiled"
+	expect "client source: unfiled blocked (IPv6)" \
+		"$(req "$C" 'http://[fd00:200:2::5]:8888/' unknown.cn | cut -d' ' -f1-2)" "403 reason=unfiled"
+	expect "client source: blocked requests never reached the upstreams" \
+		"$(($(hits "$ULOG2" unknown.cn) + $(hits "$ULOG3" unknown.cn)))" "0"
+	# 50 MB from the origin to the client, through the transparent socket.
+	got=$(timeout 20 ip netns exec "$C" curl -sS --noproxy '*' --max-time 15 -H 'Host: www.example.com.cn' \
+		-o /dev/null -w '%{http_code} %{size_download}' http://10.200.2.5:8888/big 2>&1)
+	expect "client source: 50 MB download through icpgate" "$got" "200 52428800"
+	# TLS passthrough both ways: 50 MB up and echoed back, the origin sees
+	# the client; an unfiled SNI is reset and never reaches it.
+	got=$(timeout 25 ip netns exec "$C" python3 "$WORK/hello.py" 10.200.2.5 8443 www.example.com.cn 50 2>&1)
+	want=$((52428800 + $(python3 "$WORK/hello.py" x 0 www.example.com.cn 0 len)))
+	expect "client source: TLS passthrough, 50 MB each way" "$got" "echo:$want"
+	expect "client source: ... and the TLS origin saw the client" "$(awk 'END { print $1 }' "$ELOG")" "10.200.1.2"
+	before=$(wc -l <"$ELOG")
+	expect "client source: unfiled SNI reset" \
+		"$(timeout 10 ip netns exec "$C" python3 "$WORK/hello.py" 10.200.2.5 8443 unknown.cn 0 2>&1)" "reset"
+	sleep 0.3
+	expect "client source: ... and never reached the TLS origin" "$(wc -l <"$ELOG")" "$before"
+	# Pooled upstream connections follow the client address: two clients
+	# take turns on keep-alive; each request reaches the origin from its
+	# own client's address (a pool keyed by destination alone would hand
+	# one visitor's connection to the other).
+	ip -n "$C" addr add 10.200.1.3/24 dev "$P-c" || fail "client source: second client address"
+	local i mixed=0
+	for i in 1 2 3 4; do
+		for from in 10.200.1.2 10.200.1.3; do
+			REQ_FROM=$from req "$C" http://10.200.2.5:8888/ www.example.com.cn >/dev/null
+			[ "$(header X-Upstream-Peer)" = "$from" ] || mixed=$((mixed + 1))
+		done
+	done
+	expect "client source: pooled connections never cross clients (8 alternating requests)" "$mixed" "0"
+	expect "client source: no upstream connect errors" "$(metric "$G" icpgate_upstream_connect_errors_total)" "0"
+	direct "$C" "$G" 10.200.1.1 15001 "client source (client -> gateway address)"
 }
 tproxy
 

@@ -49,16 +49,22 @@ const LINGER_BYTES: usize = 256 * 1024;
 const LINGER_MAX: Duration = Duration::from_secs(30);
 const LINGER_POLL: Duration = Duration::from_millis(50);
 
-type IdleMap = HashMap<SocketAddr, Vec<(Tracked, Instant)>, foldhash::fast::RandomState>;
+/// What a pooled upstream connection may be reused for: its destination,
+/// and the client address it was bound from (`source = "client"`): a
+/// connection that carries one visitor's address is never handed to
+/// another (the origin would attribute one visitor's requests to another).
+pub type UpKey = (SocketAddr, Option<SocketAddr>);
 
-/// Idle upstream connections of one listener, by destination.
+type IdleMap = HashMap<UpKey, Vec<(Tracked, Instant)>, foldhash::fast::RandomState>;
+
+/// Idle upstream connections of one listener, by destination and source.
 #[derive(Default)]
 pub struct UpPool {
     idle: Mutex<IdleMap>,
 }
 
 impl UpPool {
-    fn take(&self, addr: SocketAddr) -> Option<Tracked> {
+    fn take(&self, addr: UpKey) -> Option<Tracked> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(&addr)?;
         while let Some((mut t, since)) = list.pop() {
@@ -69,7 +75,7 @@ impl UpPool {
         None
     }
 
-    fn put(&self, addr: SocketAddr, t: Tracked) {
+    fn put(&self, addr: UpKey, t: Tracked) {
         if let Ok(mut idle) = self.idle.lock() {
             let list = idle.entry(addr).or_default();
             if list.len() >= POOL_PER_DEST {
@@ -142,7 +148,7 @@ enum Next {
 
 struct Up {
     s: Tracked,
-    addr: SocketAddr,
+    addr: UpKey,
     /// Came from the pool (or served an earlier request): a failure before
     /// any response byte may just be the upstream having closed it.
     reused: bool,
@@ -187,7 +193,7 @@ pub async fn serve(
         // have idled: retried once like a pooled one).
         up: pre.map(|s| Up {
             s,
-            addr: info.upstream.addr,
+            addr: info.upstream.key(),
             reused: true,
         }),
         depth,
@@ -422,7 +428,7 @@ impl Conn<'_> {
     /// An upstream connection for this client: the one we hold, one from
     /// the pool, or a new one.
     async fn upstream(&mut self) -> Result<(), ()> {
-        let addr = self.info.upstream.addr;
+        let addr = self.info.upstream.key();
         if let Some(up) = &self.up {
             if up.addr == addr {
                 return Ok(());
@@ -452,7 +458,7 @@ impl Conn<'_> {
             Ok(s) => {
                 self.up = Some(Up {
                     s,
-                    addr: self.info.upstream.addr,
+                    addr: self.info.upstream.key(),
                     reused: false,
                 });
                 Ok(())
@@ -645,7 +651,7 @@ impl Conn<'_> {
         let (here, done) = match body_prefix(r.body, &self.ubuf[r.end..], &mut chunked) {
             Ok(p) => p,
             Err(why) => {
-                tracing::debug!(upstream = %up.addr, why, "bad chunked response body");
+                tracing::debug!(upstream = %up.addr.0, why, "bad chunked response body");
                 return self.fail(502).await;
             }
         };

@@ -65,6 +65,9 @@ pub struct ListenerCtx {
     pub defer_accept: bool,
     /// Idle HTTP upstream connections (their sockets carry the fwmark).
     pub pool: h1::UpPool,
+    /// Upstream connections leave from the client's address (and port).
+    pub source: crate::config::Source,
+    pub source_port: crate::config::SourcePort,
 }
 
 impl std::fmt::Debug for ListenerCtx {
@@ -86,6 +89,8 @@ impl ListenerCtx {
             proxy_protocol: cfg.proxy_protocol,
             defer_accept: cfg.defer_accept,
             pool: h1::UpPool::default(),
+            source: cfg.source,
+            source_port: cfg.source_port,
         }
     }
 }
@@ -241,6 +246,18 @@ pub async fn handle(
                 return;
             }
         }
+    }
+
+    // The origin sees the visitor: upstream connections leave from the
+    // client's address (after the PROXY header: its address is the one).
+    if lctx.source == crate::config::Source::Client {
+        let port = match lctx.source_port {
+            crate::config::SourcePort::Client => info.peer.port(),
+            crate::config::SourcePort::Any => 0,
+        };
+        info.upstream = info
+            .upstream
+            .from_client(SocketAddr::new(info.peer.ip(), port));
     }
 
     // R2: destinations outside the mainland ranges pass untouched, unsniffed.

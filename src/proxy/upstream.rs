@@ -193,11 +193,65 @@ impl std::ops::DerefMut for Tracked {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub fwmark: Option<u32>,
+    /// `source = "client"`: bind the upstream socket to this (the client's)
+    /// address first, with IP_TRANSPARENT (port 0: any).
+    pub source: Option<SocketAddr>,
+}
+
+/// IPV6_TRANSPARENT (linux/in6.h); libc has no constant for it.
+const IPV6_TRANSPARENT: libc::c_int = 75;
+
+/// Make `sock` able to bind a non-local address (the client's).
+pub fn set_transparent(sock: &Socket, v6: bool) -> io::Result<()> {
+    if v6 {
+        let one: libc::c_int = 1;
+        use std::os::fd::AsRawFd;
+        // SAFETY: setsockopt reads an int we own for the duration of the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_IPV6,
+                IPV6_TRANSPARENT,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    } else {
+        sock.set_ip_transparent(true)
+    }
+}
+
+/// Can this process bind upstream sockets to clients' addresses? (needs
+/// CAP_NET_ADMIN or CAP_NET_RAW for IP_TRANSPARENT)
+pub fn can_bind_transparent(v6: bool) -> io::Result<()> {
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let sock = Socket::new(domain, Type::STREAM, None)?;
+    set_transparent(&sock, v6)
 }
 
 impl Upstream {
     pub fn new(addr: SocketAddr, fwmark: Option<u32>) -> Self {
-        Upstream { addr, fwmark }
+        Upstream {
+            addr,
+            fwmark,
+            source: None,
+        }
+    }
+
+    /// The pool key of connections to this upstream.
+    pub fn key(&self) -> super::h1::UpKey {
+        (self.addr, self.source)
+    }
+
+    /// Leave from `src` (the client's address).
+    pub fn from_client(mut self, src: SocketAddr) -> Self {
+        self.source = Some(src);
+        self
     }
 
     /// Connect (non-blocking), recording a tracked connection's ends as
@@ -213,6 +267,20 @@ impl Upstream {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
         if let Some(mark) = self.fwmark {
             sock.set_mark(mark)?;
+        }
+        if let Some(src) = self.source {
+            // The client's address: IP_TRANSPARENT lets us bind it, the
+            // origin's replies come back through the gateway (its route to
+            // the client) and the `socket transparent` rule hands them to
+            // this socket. SO_REUSEADDR: the client's own port may still be
+            // in TIME_WAIT from an earlier connection.
+            set_transparent(&sock, src.is_ipv6())?;
+            if src.port() != 0 {
+                sock.set_reuse_address(true)?;
+            }
+            sock.bind(&src.into()).map_err(|e| {
+                io::Error::new(e.kind(), format!("binding the client's address {src}: {e}"))
+            })?;
         }
         let track = tracked(addr.port());
         let announced = track.then(|| Connecting::announce(addr));

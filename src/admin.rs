@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -78,10 +78,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head read (the API takes no request bodies).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-fn secs(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use crate::decision::unix_secs as secs;
 
 impl Admin {
     /// Serve the admin API: at most [`MAX_CONNECTIONS`] at once, each

@@ -557,7 +557,11 @@ pub fn rfc3339(secs: i64) -> String {
 
 /// Current Unix time in seconds.
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    unix_secs(std::time::SystemTime::now())
+}
+
+/// A time as Unix seconds (0 before the epoch): the one conversion.
+pub fn unix_secs(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }

@@ -656,12 +656,8 @@ async fn background<T: Send + 'static>(
 pub fn publish_metrics(s: &Snapshot) {
     let m = Metrics::get();
     m.table_entries.set(s.len() as i64);
-    let at = s
-        .meta
-        .loaded_at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    m.table_loaded.set(at);
+    m.table_loaded
+        .set(crate::decision::unix_secs(s.meta.loaded_at));
 }
 
 /// Keep a snapshot's memory for the next build (replacing older spare

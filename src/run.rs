@@ -52,18 +52,19 @@ fn tls_page_acceptor(cfg: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, 
     }
     let server = match (&cfg.block.cert, &cfg.block.key) {
         (Some(cert), Some(key)) => {
-            let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
-                std::fs::File::open(cert)
-                    .map_err(|e| format!("[block] cert {}: {e}", cert.display()))?,
-            ))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("[block] cert {}: {e}", cert.display()))?;
-            let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-                std::fs::File::open(key)
-                    .map_err(|e| format!("[block] key {}: {e}", key.display()))?,
-            ))
-            .map_err(|e| format!("[block] key {}: {e}", key.display()))?
-            .ok_or_else(|| format!("[block] key {}: no private key found", key.display()))?;
+            use rustls::pki_types::pem::PemObject;
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+            let certs = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("[block] cert {}: {e}", cert.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "[block] cert {}: no certificate found",
+                    cert.display()
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("[block] key {}: {e}", key.display()))?;
             rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))

@@ -83,14 +83,9 @@ pub fn render_block<R>(
     f: impl FnOnce(&BlockAnswer, &block::Filled<'_>) -> R,
 ) -> R {
     let request_id = block::request_id();
-    let loaded = shared
-        .table
-        .load()
-        .meta
-        .loaded_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_secs() as i64);
+    let loaded = Some(crate::decision::unix_secs(
+        shared.table.load().meta.loaded_at,
+    ));
     let answer = BlockAnswer {
         status: StatusCode::from_u16(shared.page.status()).unwrap_or(StatusCode::FORBIDDEN),
         reason: block.reason,

@@ -115,9 +115,7 @@ enum Early {
     Io,
 }
 
-fn now_unix() -> i64 {
-    crate::decision::now_unix()
-}
+use crate::decision::now_unix;
 
 /// Record a decision: metrics, latency, top-blocked, rate-limited log.
 pub fn record(

@@ -2,6 +2,7 @@
 //! something else. Pure functions of the bytes so far.
 
 pub mod http;
+pub mod quic;
 pub mod tls;
 
 /// What the first bytes are.

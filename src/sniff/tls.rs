@@ -195,19 +195,7 @@ pub fn parse_within(buf: &[u8], max_hs: usize) -> Parse {
         let rec_len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
         rec_len >= need
     };
-    let found = |body: &[u8]| match parse_body(body) {
-        Ok((sni, ech)) => {
-            let sni = match sni {
-                None => None,
-                Some((a, b)) => match Sni::new(&body[a..b]) {
-                    Some(s) => Some(s),
-                    None => return bad("server_name longer than 255 bytes"),
-                },
-            };
-            Parse::Found(Hello { sni, ech, len: pos })
-        }
-        Err(e) => Parse::Invalid(e),
-    };
+    let found = |body: &[u8]| hello_of(body, pos);
     if single {
         found(&buf[5 + 4..5 + need])
     } else {
@@ -230,6 +218,48 @@ pub fn parse_within(buf: &[u8], max_hs: usize) -> Parse {
             p += 5 + rec_len;
         }
         found(&stack[4..need])
+    }
+}
+
+/// Parse a ClientHello given as a bare handshake message — type 1, a 3-byte
+/// length, the body; no record header — as QUIC carries it in CRYPTO
+/// frames. `NeedMore` until the whole message is in `msg`; a message of more
+/// than `max_hs` bytes (its 4-byte header included) is
+/// [`Invalid::TooLarge`] as soon as its length is known. `Hello::len` is the
+/// length of the handshake message; bytes after it are not looked at.
+pub fn parse_handshake(msg: &[u8], max_hs: usize) -> Parse {
+    match msg.first() {
+        None => return Parse::NeedMore,
+        Some(&HANDSHAKE_CLIENT_HELLO) => {}
+        Some(_) => return bad("first handshake message is not a ClientHello"),
+    }
+    let Some(hdr) = msg.get(..4) else {
+        return Parse::NeedMore;
+    };
+    let len = (usize::from(hdr[1]) << 16) | (usize::from(hdr[2]) << 8) | usize::from(hdr[3]);
+    if len + 4 > max_hs {
+        return Parse::Invalid(Invalid::TooLarge);
+    }
+    let Some(body) = msg.get(4..4 + len) else {
+        return Parse::NeedMore;
+    };
+    hello_of(body, 4 + len)
+}
+
+/// A complete ClientHello body, parsed: `len` is the bytes it took.
+fn hello_of(body: &[u8], len: usize) -> Parse {
+    match parse_body(body) {
+        Ok((sni, ech)) => {
+            let sni = match sni {
+                None => None,
+                Some((a, b)) => match Sni::new(&body[a..b]) {
+                    Some(s) => Some(s),
+                    None => return bad("server_name longer than 255 bytes"),
+                },
+            };
+            Parse::Found(Hello { sni, ech, len })
+        }
+        Err(e) => Parse::Invalid(e),
     }
 }
 

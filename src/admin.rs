@@ -1,4 +1,4 @@
-//! The admin HTTP API (SPEC §5), on its own listener.
+//! The admin HTTP API (docs/interfaces.md), on its own listener.
 
 use std::convert::Infallible;
 use std::net::IpAddr;

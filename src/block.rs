@@ -1,4 +1,4 @@
-//! The block page (SPEC §6) and the TLS block actions.
+//! The block page (docs/interfaces.md, block page) and the TLS block actions.
 //!
 //! The default page (`config/block-page.html`) and per-reason texts
 //! (`config/block-reasons.toml`) are compiled in; `[block] template` and

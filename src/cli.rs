@@ -1,4 +1,4 @@
-//! The `check` and `validate` commands (SPEC §5).
+//! The `check` and `validate` commands (docs/interfaces.md).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -53,7 +53,7 @@ pub fn load_for_check(source: CheckSource<'_>) -> Result<(Snapshot, Policy), Str
     }
 }
 
-/// One decision as the JSON object of SPEC §5 (also used by the admin API).
+/// One decision as the JSON object of docs/interfaces.md (also used by the admin API).
 pub fn decision_json(
     host: &str,
     snap: &Snapshot,

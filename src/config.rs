@@ -1,4 +1,4 @@
-//! The TOML configuration (SPEC §5). Every key is documented, with its
+//! The TOML configuration (docs/interfaces.md). Every key is documented, with its
 //! default, in `config/icpgate.reference.toml`. Unknown keys are errors, so a
 //! typo never silently falls back to a default.
 

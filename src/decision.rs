@@ -1,4 +1,4 @@
-//! The enforcement rules R1–R10 of SPEC §2, as one pure function:
+//! The enforcement rules R1–R10 of docs/rules.md, as one pure function:
 //! host + destination + snapshot + policy + clock → [`Decision`].
 
 use std::collections::HashSet;
@@ -252,7 +252,7 @@ impl NameSet {
     }
 }
 
-/// Whether blocking decisions are carried out (rollout, SPEC §4 Modes).
+/// Whether blocking decisions are carried out (rollout, docs/table.md Modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {

@@ -1,4 +1,4 @@
-//! Table changes judged by the traffic they would flip (SPEC §4, guard
+//! Table changes judged by the traffic they would flip (docs/table.md, guard
 //! rails): a bounded, decaying record of the names recently allowed, and
 //! the evaluation of a new table against it before the swap; the row diff
 //! between two tables (`POST /v1/reload?dry_run=1`, `icpgate diff`).

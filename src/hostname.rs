@@ -1,4 +1,4 @@
-//! Canonical host names (SPEC R8).
+//! Canonical host names (R8, docs/rules.md).
 //!
 //! Every name icpgate compares — from a TLS SNI, an HTTP `Host`, a table row,
 //! an override list or the CLI — goes through [`canonicalize`]: port and one
@@ -319,7 +319,7 @@ fn check_shape(name: &str) -> Result<bool, HostError> {
 
 /// Length in bytes of the public suffix of a canonical name, by the ICANN
 /// section of the Public Suffix List only (private-section entries such as
-/// `github.io` are ignored, SPEC R4). Unknown TLDs count as a one-label
+/// `github.io` are ignored, R4). Unknown TLDs count as a one-label
 /// suffix (the PSL's default `*` rule).
 pub fn icann_suffix_len(name: &str) -> usize {
     use psl::Psl;

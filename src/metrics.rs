@@ -1,4 +1,4 @@
-//! Every metric icpgate exports, named in one place (SPEC §5). Per-decision
+//! Every metric icpgate exports, named in one place (docs/interfaces.md). Per-decision
 //! counters are resolved once at startup into a fixed array, so the data
 //! path only does an atomic add: no label hashing, no lock.
 
@@ -116,7 +116,7 @@ pub mod reload_result {
     pub const REJECTED: &str = "rejected";
     pub const ERROR: &str = "error";
     pub const UNCHANGED: &str = "unchanged";
-    /// Would block too much recent traffic, or a busiest name (SPEC §4).
+    /// Would block too much recent traffic, or a busiest name (docs/table.md).
     pub const FLIP_REJECTED: &str = "flip_rejected";
 }
 
@@ -285,6 +285,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         reload_result::REJECTED,
         reload_result::ERROR,
         reload_result::UNCHANGED,
+        reload_result::FLIP_REJECTED,
     ] {
         table_reloads.with_label_values(&[r]);
     }

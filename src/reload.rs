@@ -1,4 +1,4 @@
-//! Table sources and hot reload with guard rails (SPEC §4): a file
+//! Table sources and hot reload with guard rails (docs/table.md): a file
 //! (re-read when replaced or modified, debounced), an HTTP URL (polled with
 //! `If-None-Match`), SIGHUP and `POST /v1/reload`. The new snapshot is built
 //! on a blocking thread and swapped in one atomic step; a rejected table
@@ -386,15 +386,16 @@ impl Reloader {
         let new = loaded.snapshot;
         let cur = self.holder.load_full();
         if apply == Apply::DryRun {
+            let same = new.meta.version == cur.meta.version;
+            let shrink = table::shrink_violation(cur.len(), new.len(), self.cfg.max_shrink);
             let (diff, flip) = self.judge(cur, new).await;
-            let mut rep = self.report(
-                "dry_run",
-                match flip.as_ref().and_then(|f| f.violation(self.cfg.max_flip)) {
-                    Some(v) => format!("would be rejected unless forced: {v}"),
-                    None => "would be accepted".into(),
-                },
-                loaded.errors,
-            );
+            let flipped = flip.as_ref().and_then(|f| f.violation(self.cfg.max_flip));
+            let message = match (same, shrink.or(flipped)) {
+                (true, _) => "unchanged: the source holds the running table".into(),
+                (false, Some(v)) => format!("would be rejected unless forced: {v}"),
+                (false, None) => "would be accepted".into(),
+            };
+            let mut rep = self.report("dry_run", message, loaded.errors);
             rep.flip = flip.map(Box::new);
             rep.diff = Some(Box::new(diff));
             return Ok(rep);

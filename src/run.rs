@@ -371,6 +371,10 @@ async fn accept_loop(
     let total = m.connections_total.with_label_values(&[&lctx.label]);
     let rejected = m.connections_rejected.with_label_values(&[&lctx.label]);
     let shed = m.connections_shed.with_label_values(&[&lctx.label]);
+    for cause in ["loop", "not_intercepted"] {
+        m.connections_refused
+            .with_label_values(&[&lctx.label, cause]);
+    }
     // Export the series at 0 from the start (alerts use rate()).
     m.upstream_errors.with_label_values(&[&lctx.label]);
     // One shutdown waiter for the listener's life (created per accept, it

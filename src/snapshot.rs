@@ -1,5 +1,5 @@
 //! The immutable lookup structure built from a filing table, and the
-//! `ArcSwap` holder that hot-swaps it (SPEC §4).
+//! `ArcSwap` holder that hot-swaps it (docs/table.md).
 //!
 //! Layout, chosen for 10M+ rows: all canonical names live in one byte arena;
 //! an open-addressing table (linear probing, load ≤ 3/4) of 16-byte slots —
@@ -23,7 +23,7 @@ use ipnet::IpNet;
 
 use crate::hostname;
 
-/// Filing status (SPEC R6).
+/// Filing status (R6, docs/rules.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Filing {
     Filed,
@@ -52,7 +52,7 @@ impl Filing {
     }
 }
 
-/// Access-record status at this provider (SPEC R6).
+/// Access-record status at this provider (R6, docs/rules.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
     Active,
@@ -436,7 +436,7 @@ impl Snapshot {
         self.probe(name).and_then(|s| self.row(s))
     }
 
-    /// The most specific row covering a canonical name (SPEC R4), whole
+    /// The most specific row covering a canonical name (R4, docs/rules.md), whole
     /// labels only, never a public suffix. The registrable domain is probed
     /// first: a miss there means no row covers the name (one probe); only
     /// when rows exist below it are the longer candidates probed, most

@@ -1,4 +1,4 @@
-//! Loading and validating the filing-table export (SPEC §4).
+//! Loading and validating the filing-table export (docs/table.md).
 //!
 //! The export is untrusted: it is streamed (never read whole into memory),
 //! bounded in total and per-row size, hashed as it is read (the sha256 is the

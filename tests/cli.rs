@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The real `icpgate` binary: `check` and `validate`, output and exit codes (SPEC §5).
+//! The real `icpgate` binary: `check` and `validate`, output and exit codes (docs/interfaces.md).
 
 use std::process::{Command, Output};
 

@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Rules R1–R10 of SPEC §2 against real tables loaded through the real loader.
+//! Rules R1–R10 of docs/rules.md against real tables loaded through the real loader.
 
 use std::net::IpAddr;
 

@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The differential test of the fail-closed rule (SPEC §3, issue 15): a
+//! The differential test of the fail-closed rule (docs/data-path.md, issue 15): a
 //! generated corpus of request heads is sent to three real origins — nginx
 //! (the distribution's package), Node's `http` module and Python's
 //! `http.server`, each logging every request it parsed and handled

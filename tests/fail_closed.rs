@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! No fail-open path (SPEC §3): every connection to an enforced destination
+//! No fail-open path (docs/data-path.md): every connection to an enforced destination
 //! is decided on a name, or refused. Real binary, real sockets, raw writers.
 mod common;
 

@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Rollout without surprises (SPEC §4 Modes, guard rails): shadow mode
+//! Rollout without surprises (docs/table.md Modes, guard rails): shadow mode
 //! forwards exactly as if allowed and records would-blocks; per-range modes;
 //! a table that would flip busy traffic is refused unless forced; dry runs
 //! and `icpgate diff` change nothing.

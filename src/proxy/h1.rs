@@ -208,7 +208,7 @@ pub async fn serve(
     } = c;
     match (next, up) {
         (Next::Tunnel { connect: true }, Some(up)) => {
-            // The tunnel is a new connection to decide (SPEC §3, Tunnels).
+            // The tunnel is a new connection to decide (docs/data-path.md, Tunnels).
             Box::pin(super::tunnel(shared, info, client, up.s, cbuf, ubuf, depth)).await;
         }
         (Next::Tunnel { connect: false }, Some(up)) => {
@@ -1459,7 +1459,7 @@ fn plan_response(
     Some(r)
 }
 
-/// The block page (SPEC §6) as a complete HTTP/1.1 answer in `out`.
+/// The block page (docs/interfaces.md, block page) as a complete HTTP/1.1 answer in `out`.
 fn block_answer(
     shared: &Shared,
     host: &str,

@@ -1,4 +1,4 @@
-//! The block page as an HTTP answer (SPEC §6), and the hyper server that
+//! The block page as an HTTP answer (docs/interfaces.md, block page), and the hyper server that
 //! answers every request with it after a TLS block handshake
 //! (`tls = "page"`). The HTTP data path itself is [`super::h1`].
 
@@ -34,7 +34,7 @@ pub struct BlockAnswer {
 }
 
 impl BlockAnswer {
-    /// The answer's headers (SPEC §6), one list for both HTTP paths.
+    /// The answer's headers (docs/interfaces.md, block page), one list for both HTTP paths.
     pub fn headers(&self) -> [(&'static str, &str); 5] {
         [
             ("content-type", "text/html; charset=utf-8"),
@@ -72,7 +72,7 @@ thread_local! {
     };
 }
 
-/// The block page (SPEC §6) for one request: `f` gets the answer's status
+/// The block page (docs/interfaces.md, block page) for one request: `f` gets the answer's status
 /// and headers and the filled page (whose length is known before it is
 /// written).
 pub fn render_block<R>(

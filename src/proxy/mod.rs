@@ -1,4 +1,4 @@
-//! The data path (SPEC §3): per connection, learn the destination, sniff
+//! The data path (docs/data-path.md): per connection, learn the destination, sniff
 //! the first bytes, decide, then forward untouched or block.
 
 pub mod chunked;
@@ -364,7 +364,7 @@ pub(crate) async fn dispatch(
 }
 
 /// The tunnel of a `CONNECT` answered 2xx is a new connection inside the
-/// old one (SPEC §3, Tunnels): the client's first bytes in it (already in
+/// old one (docs/data-path.md, Tunnels): the client's first bytes in it (already in
 /// `cbuf`, or still to come) are sniffed and decided like a fresh
 /// connection's, with the tunnel as the upstream. `ubuf`: what the upstream
 /// sent after its answer — the tunnel's server spoke first (a banner), unless
@@ -416,7 +416,7 @@ pub(crate) enum First {
 /// connection) so that a server-first protocol's banner can come, and wait
 /// — up to the idle timeout — for whichever side speaks first. Only the
 /// server speaking first makes the connection a pipe; client bytes, however
-/// late, are sniffed and decided like a fresh connection's (SPEC §3,
+/// late, are sniffed and decided like a fresh connection's (docs/data-path.md,
 /// "Nothing yet"). An upstream that closes before anyone spoke is let go
 /// and the wait goes on for the client alone.
 pub(crate) async fn first_speaker(

@@ -1,5 +1,5 @@
 //! HTTP/1.x request heads: recognising one, and finding the one authority a
-//! request is for (SPEC R3, R8, R10). [`request_host`] holds the rules and is
+//! request is for (R3, R8, R10). [`request_host`] holds the rules and is
 //! used both by [`parse`] (the pure, incremental head parser the fuzz target
 //! and the sniff bench drive) and by the HTTP engine (`proxy::h1`) for every
 //! request on a connection, the first included.
@@ -48,7 +48,7 @@ pub fn is_line_space(b: u8) -> bool {
     )
 }
 
-/// Does the connection start like an HTTP/1.x request (SPEC §3, the
+/// Does the connection start like an HTTP/1.x request (docs/data-path.md, the
 /// classification rule, `docs/data-path.md`)? Pure and incremental.
 ///
 /// - Leading line-space and empty lines are skipped (nginx and Node skip

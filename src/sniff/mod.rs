@@ -1,4 +1,4 @@
-//! Classifying the first bytes of a connection (SPEC §3): TLS, HTTP/1.x, or
+//! Classifying the first bytes of a connection (docs/data-path.md): TLS, HTTP/1.x, or
 //! something else. Pure functions of the bytes so far.
 
 pub mod http;

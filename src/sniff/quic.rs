@@ -139,7 +139,7 @@ pub enum QuicError {
     /// set, no frames.
     Malformed(&'static str),
     /// CRYPTO data that disagrees with bytes already received at the same
-    /// offset: the stream is ambiguous (SPEC R10, like two server names).
+    /// offset: the stream is ambiguous (R10, like two server names).
     CryptoConflict,
     /// CRYPTO data past the reassembly limit.
     CryptoTooLarge,
@@ -171,7 +171,7 @@ impl QuicError {
         )
     }
 
-    /// The flow says two different things (SPEC R10: ambiguous host).
+    /// The flow says two different things (R10: ambiguous host).
     pub fn is_ambiguous(&self) -> bool {
         matches!(
             self,

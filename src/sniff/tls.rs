@@ -350,7 +350,7 @@ fn parse_body(body: &[u8]) -> Result<Body, Invalid> {
 }
 
 /// The host_name of a server_name extension body; two names is an error
-/// (SPEC R10).
+/// (R10, docs/rules.md).
 fn parse_sni(data: &[u8]) -> Result<Option<(usize, usize)>, Invalid> {
     let mut c = Cur { b: data, p: 0 };
     let list = c.u16()?;

@@ -102,6 +102,7 @@ METRICS = {
     "icpgate_connections_active", "icpgate_connections_total",
     "icpgate_connections_rejected_total", "icpgate_connections_shed_total",
     "icpgate_connections_refused_total", "icpgate_block_logs_suppressed_total",
+    "icpgate_quic_flows_active", "icpgate_quic_dropped_total",
     "icpgate_sniff_total",
     "icpgate_upstream_connect_errors_total",
     "icpgate_decision_duration_seconds_bucket", "icpgate_decision_duration_seconds_sum",

@@ -22,6 +22,8 @@ pub mod names {
     pub const CONNECTIONS_TOTAL: &str = "icpgate_connections_total";
     pub const CONNECTIONS_REJECTED_TOTAL: &str = "icpgate_connections_rejected_total";
     pub const CONNECTIONS_SHED_TOTAL: &str = "icpgate_connections_shed_total";
+    pub const QUIC_FLOWS_ACTIVE: &str = "icpgate_quic_flows_active";
+    pub const QUIC_DROPPED_TOTAL: &str = "icpgate_quic_dropped_total";
     pub const CONNECTIONS_REFUSED_TOTAL: &str = "icpgate_connections_refused_total";
     pub const SNIFF_TOTAL: &str = "icpgate_sniff_total";
     pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "icpgate_upstream_connect_errors_total";
@@ -43,6 +45,8 @@ pub mod names {
         CONNECTIONS_REJECTED_TOTAL,
         CONNECTIONS_SHED_TOTAL,
         CONNECTIONS_REFUSED_TOTAL,
+        QUIC_FLOWS_ACTIVE,
+        QUIC_DROPPED_TOTAL,
         SNIFF_TOTAL,
         UPSTREAM_CONNECT_ERRORS_TOTAL,
         BLOCK_LOGS_SUPPRESSED_TOTAL,
@@ -65,15 +69,17 @@ pub enum Proto {
     Http,
     Tls,
     Other,
+    Quic,
 }
 
 impl Proto {
-    pub const ALL: [Proto; 3] = [Proto::Http, Proto::Tls, Proto::Other];
+    pub const ALL: [Proto; 4] = [Proto::Http, Proto::Tls, Proto::Other, Proto::Quic];
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Http => "http",
             Proto::Tls => "tls",
             Proto::Other => "other",
+            Proto::Quic => "quic",
         }
     }
 }
@@ -111,6 +117,35 @@ impl Sniffed {
 }
 
 /// Reload result label.
+/// Why a QUIC datagram was dropped (`icpgate_quic_dropped_total{reason}`).
+pub mod quic_drop {
+    /// A long header of a version icpgate cannot read.
+    pub const UNKNOWN_VERSION: &str = "unknown_version";
+    /// An Initial that does not decrypt with its connection ID's keys.
+    pub const UNDECRYPTABLE: &str = "undecryptable";
+    /// A flow whose ClientHello did not complete within the limits (time,
+    /// datagrams).
+    pub const INCOMPLETE: &str = "incomplete";
+    /// Not a client Initial, for a flow without a decision (a short header,
+    /// a stray packet).
+    pub const NO_FLOW: &str = "no_flow";
+    /// A new flow while `max_flows` are tracked.
+    pub const OVERLOAD: &str = "overload";
+    /// A datagram of a blocked flow, within its hold time.
+    pub const BLOCKED_HOLD: &str = "blocked_hold";
+    /// A malformed Initial (bad frames, small datagram, short DCID, ...).
+    pub const INVALID: &str = "invalid";
+    pub const ALL: [&str; 7] = [
+        UNKNOWN_VERSION,
+        UNDECRYPTABLE,
+        INCOMPLETE,
+        NO_FLOW,
+        OVERLOAD,
+        BLOCKED_HOLD,
+        INVALID,
+    ];
+}
+
 pub mod reload_result {
     pub const SUCCESS: &str = "success";
     pub const REJECTED: &str = "rejected";
@@ -140,6 +175,10 @@ pub struct Metrics {
     pub connections_total: IntCounterVec,
     pub connections_rejected: IntCounterVec,
     pub connections_shed: IntCounterVec,
+    /// QUIC flows tracked (inspecting, allowed, held blocked).
+    pub quic_flows: IntGauge,
+    /// QUIC datagrams dropped, by reason (see `quic_drop`).
+    pub quic_dropped: IntCounterVec,
     /// Loop guards: cause = loop | not_intercepted.
     pub connections_refused: IntCounterVec,
     sniffed: Vec<IntCounter>,
@@ -231,6 +270,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &[LABEL_LISTENER],
     )?;
+    let quic_flows = IntGauge::new(
+        QUIC_FLOWS_ACTIVE,
+        "QUIC flows tracked: being inspected, allowed, or held after a block.",
+    )?;
+    let quic_dropped = IntCounterVec::new(
+        Opts::new(
+            QUIC_DROPPED_TOTAL,
+            "QUIC datagrams dropped, by reason (never forwarded undecided).",
+        ),
+        &[LABEL_REASON],
+    )?;
     let connections_refused = IntCounterVec::new(
         Opts::new(
             CONNECTIONS_REFUSED_TOTAL,
@@ -275,6 +325,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(connections_total.clone()))?;
     registry.register(Box::new(connections_rejected.clone()))?;
     registry.register(Box::new(connections_shed.clone()))?;
+    registry.register(Box::new(quic_flows.clone()))?;
+    registry.register(Box::new(quic_dropped.clone()))?;
+    for r in quic_drop::ALL {
+        quic_dropped.with_label_values(&[r]);
+    }
     registry.register(Box::new(connections_refused.clone()))?;
     registry.register(Box::new(sniffed_vec))?;
     registry.register(Box::new(upstream_errors.clone()))?;
@@ -302,6 +357,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         connections_total,
         connections_rejected,
         connections_shed,
+        quic_flows,
+        quic_dropped,
         connections_refused,
         sniffed,
         upstream_errors,

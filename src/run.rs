@@ -146,6 +146,8 @@ async fn serve(cfg: Config) -> i32 {
         tls_block: cfg.block.tls,
         ech: cfg.policy.ech,
         tls_page,
+        quic_block: cfg.block.quic,
+        quic_hold_secs: cfg.block.quic_hold_secs,
         metrics,
         top: TopBlocked::new(10_000),
         recent,
@@ -319,6 +321,19 @@ async fn start_workers(
                 rt.block_on(async move {
                     let mut listeners = Vec::with_capacity(socks.len());
                     for (l, sock) in socks {
+                        if l.transport == crate::config::Transport::Udp {
+                            match tokio::net::UdpSocket::from_std(sock.into()) {
+                                Ok(udp) => {
+                                    let lctx = Arc::new(ListenerCtx::new(&l));
+                                    tokio::spawn(proxy::udp::serve(shared.clone(), lctx, udp));
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(e));
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
                         match Listener::register(sock) {
                             Ok(listener) => listeners.push((l, listener)),
                             Err(e) => {

@@ -215,6 +215,9 @@ fn socket(
     reuse_port: bool,
     listen: bool,
 ) -> io::Result<Socket> {
+    if cfg.transport == crate::config::Transport::Udp {
+        return udp_socket(cfg, addr, reuse_port);
+    }
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
     if reuse_port {
@@ -244,6 +247,33 @@ fn socket(
     if listen {
         sock.listen(4096)?;
     }
+    Ok(sock)
+}
+
+/// A UDP listener socket (QUIC): SO_REUSEPORT across workers (the kernel
+/// keeps each flow on one of them); under TPROXY, IP_TRANSPARENT and the
+/// original destination of each datagram (IP_RECVORIGDSTADDR).
+fn udp_socket(cfg: &ListenerConfig, addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    if cfg.upstream.is_none() && cfg.transparent == Transparent::Tproxy {
+        super::upstream::set_transparent(&sock, addr.is_ipv6())?;
+        if addr.is_ipv6() {
+            set_int(&sock, libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, 1)?;
+        } else {
+            set_int(&sock, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1)?;
+        }
+    }
+    // Room for bursts of Initials (the default is ~200 KiB).
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
     Ok(sock)
 }
 

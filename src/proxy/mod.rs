@@ -10,6 +10,7 @@ pub mod origdst;
 pub mod pipe;
 pub mod prefixed;
 pub mod proxy_protocol;
+pub mod udp;
 pub mod upstream;
 
 use std::future::Future;
@@ -44,6 +45,10 @@ pub struct Shared {
     pub ech: EchPolicy,
     /// For `tls = "page"`.
     pub tls_page: Option<tokio_rustls::TlsAcceptor>,
+    /// Blocked QUIC flows: CONNECTION_CLOSE or silence, and for how long
+    /// their datagrams are dropped.
+    pub quic_block: crate::config::QuicBlock,
+    pub quic_hold_secs: u64,
     pub metrics: &'static Metrics,
     pub top: TopBlocked,
     /// Names recently allowed, for the traffic-aware table guard.
@@ -508,7 +513,7 @@ async fn server_spoke_first(
     .await;
 }
 
-fn upstream_error(shared: &Shared, info: &ConnInfo, e: &std::io::Error) {
+pub(crate) fn upstream_error(shared: &Shared, info: &ConnInfo, e: &std::io::Error) {
     shared
         .metrics
         .upstream_errors
@@ -713,8 +718,8 @@ pub(crate) async fn pipe_from(shared: &Shared, client: Client, mut up: Tracked, 
     .await;
 }
 
-/// Decide on a complete ClientHello's SNI.
-fn decide_tls<'s>(
+/// Decide on a complete ClientHello's SNI (TLS and QUIC).
+pub(crate) fn decide_tls<'s>(
     shared: &Shared,
     snap: &'s crate::snapshot::Snapshot,
     hello: &tls::Hello,

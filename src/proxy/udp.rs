@@ -1,0 +1,564 @@
+//! QUIC / HTTP/3 on UDP listeners (docs/data-path.md, QUIC): every flow
+//! (client address, destination) is held until its client Initial packets
+//! give a complete ClientHello (`sniff::quic`), then decided with the same
+//! rules as TLS (`protocol="quic"`):
+//!
+//! - allowed: the held datagrams go to the upstream in order, then the flow
+//!   is relayed both ways until it idles;
+//! - blocked: nothing is forwarded; the flow's datagrams are dropped for
+//!   `[block] quic_hold_secs`, and (`[block] quic = "close"`) the client
+//!   gets a CONNECTION_CLOSE in a server Initial, so it falls back to TCP
+//!   at once, where the block page is;
+//! - anything that cannot be decided — an unknown version, an Initial that
+//!   does not decrypt, a hello not complete within the limits, a packet of
+//!   no known flow, too many flows — is dropped and counted
+//!   (`icpgate_quic_dropped_total{reason}`), never forwarded.
+//!
+//! One task per listener socket (one per worker, SO_REUSEPORT: the kernel
+//! keeps a flow on one socket), its flow table owned by that task; each
+//! allowed flow has a relay task for the upstream's answers.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use super::upstream::set_transparent;
+use super::{record, ConnInfo, ListenerCtx, Shared};
+use crate::config::{QuicBlock, Transparent};
+use crate::decision::{Action, Decision, Reason};
+use crate::metrics::{quic_drop, Proto};
+use crate::sniff::quic::{self, QuicError, Step};
+
+/// Datagrams held per undecided flow (a post-quantum ClientHello takes 2;
+/// a client may retransmit).
+const MAX_HELD: usize = 16;
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 65_535;
+/// How often flows are looked at for expiry.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A flow: the client, and the destination it asked for.
+type Key = (SocketAddr, SocketAddr);
+
+enum State {
+    Inspecting {
+        quic: Box<quic::Flow>,
+        held: Vec<Vec<u8>>,
+        deadline: Instant,
+    },
+    Allowed(Arc<Relay>),
+    Blocked {
+        until: Instant,
+    },
+}
+
+/// An allowed flow's upstream socket and its activity.
+struct Relay {
+    up: UdpSocket,
+    /// Milliseconds (since the listener started) of the last datagram
+    /// either way.
+    last: AtomicU64,
+    done: AtomicBool,
+}
+
+/// Where answers to a client go: the listener socket (fixed upstream), or a
+/// socket bound to the original destination (TPROXY: replies must come
+/// from the address the client sent to).
+#[derive(Clone)]
+enum Reply {
+    Listener(Arc<UdpSocket>, SocketAddr),
+    Bound(Arc<UdpSocket>),
+}
+
+impl Reply {
+    async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Reply::Listener(s, to) => s.send_to(buf, *to).await,
+            Reply::Bound(s) => s.send(buf).await,
+        }
+    }
+}
+
+struct Udp {
+    shared: Arc<Shared>,
+    lctx: Arc<ListenerCtx>,
+    sock: Arc<UdpSocket>,
+    flows: HashMap<Key, State>,
+    epoch: Instant,
+}
+
+/// Serve one UDP listener socket (this worker's).
+pub async fn serve(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, sock: UdpSocket) {
+    let mut u = Udp {
+        shared,
+        lctx,
+        sock: Arc::new(sock),
+        flows: HashMap::new(),
+        epoch: Instant::now(),
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = recv(&u.sock, &mut buf, u.lctx.transparent_udp()) => match r {
+                Ok((n, client, dst)) => {
+                    let data = buf.get(..n).unwrap_or(&[]);
+                    u.datagram(data, client, dst).await;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            },
+            _ = tick.tick() => u.expire(),
+        }
+    }
+}
+
+impl ListenerCtx {
+    fn transparent_udp(&self) -> bool {
+        self.upstream.is_none() && self.transparent == Transparent::Tproxy
+    }
+}
+
+fn drop_count(reason: &str) {
+    crate::metrics::Metrics::get()
+        .quic_dropped
+        .with_label_values(&[reason])
+        .inc();
+}
+
+/// Why a flow's Initial could not be read: a drop reason, or a blocking
+/// decision (R10 ambiguity, an oversized hello).
+fn failure(e: &QuicError) -> Result<Reason, &'static str> {
+    if e.is_ambiguous() {
+        return Ok(Reason::AmbiguousHost);
+    }
+    if e.is_too_large() {
+        return Ok(Reason::TooLong);
+    }
+    Err(match e {
+        QuicError::UnknownVersion(_) => quic_drop::UNKNOWN_VERSION,
+        QuicError::Decrypt => quic_drop::UNDECRYPTABLE,
+        QuicError::ShortHeader => quic_drop::NO_FLOW,
+        _ => quic_drop::INVALID,
+    })
+}
+
+impl Udp {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn info(&self, client: SocketAddr, dst: SocketAddr) -> ConnInfo {
+        let upstream = match self.lctx.upstream {
+            Some(up) => super::upstream::Upstream::new(up, self.lctx.fwmark),
+            None => super::upstream::Upstream::new(dst, self.lctx.fwmark),
+        };
+        ConnInfo {
+            peer: client,
+            dst: dst.ip(),
+            upstream,
+            listener: self.lctx.clone(),
+        }
+    }
+
+    async fn datagram(&mut self, data: &[u8], client: SocketAddr, dst: SocketAddr) {
+        let key = (client, dst);
+        let now = Instant::now();
+        let now_ms = self.now_ms();
+        match self.flows.get_mut(&key) {
+            Some(State::Allowed(relay)) if !relay.done.load(Ordering::Relaxed) => {
+                relay.last.store(now_ms, Ordering::Relaxed);
+                // Datagrams: one that the socket cannot take now is lost,
+                // as on any UDP path.
+                let _ = relay.up.try_send(data);
+                return;
+            }
+            Some(State::Blocked { until }) if now < *until => {
+                drop_count(quic_drop::BLOCKED_HOLD);
+                return;
+            }
+            Some(State::Inspecting { quic, held, .. }) => {
+                let step = quic.feed(data);
+                if matches!(step, Ok(Step::NeedMore)) {
+                    if held.len() >= MAX_HELD {
+                        drop_count(quic_drop::INCOMPLETE);
+                        self.remove(&key);
+                    } else {
+                        held.push(data.to_vec());
+                    }
+                    return;
+                }
+                let Some(State::Inspecting { quic, mut held, .. }) = self.remove(&key) else {
+                    return;
+                };
+                held.push(data.to_vec());
+                self.settle(key, *quic, held, step).await;
+                return;
+            }
+            // Expired allowed or blocked flows start again.
+            Some(_) => {
+                self.remove(&key);
+            }
+            None => {}
+        }
+        // A new flow.
+        let max = self.shared.limits.max_flows;
+        if self.flows.len() >= max {
+            drop_count(quic_drop::OVERLOAD);
+            return;
+        }
+        let info = self.info(client, dst);
+        if !self.shared.policy.enforced(Some(info.dst)) {
+            // R2: outside the mainland ranges, passed untouched.
+            let d = self.shared.policy.decide_no_name(Some(info.dst));
+            record(&self.shared, Proto::Quic, &d, "", &info, Instant::now());
+            self.allow(key, &info, vec![data.to_vec()]).await;
+            return;
+        }
+        let mut q = quic::Flow::new(self.shared.limits.max_sniff_bytes);
+        let step = q.feed(data);
+        if matches!(step, Ok(Step::NeedMore)) {
+            let deadline = now + self.shared.limits.header_timeout();
+            self.insert(
+                key,
+                State::Inspecting {
+                    quic: Box::new(q),
+                    held: vec![data.to_vec()],
+                    deadline,
+                },
+            );
+            return;
+        }
+        self.settle(key, q, vec![data.to_vec()], step).await;
+    }
+
+    /// A flow's Initials said what they say: decide and act.
+    async fn settle(
+        &mut self,
+        key: Key,
+        q: quic::Flow,
+        held: Vec<Vec<u8>>,
+        step: Result<Step, QuicError>,
+    ) {
+        let (client, dst) = key;
+        let info = self.info(client, dst);
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let policy = &shared.policy;
+        let (d, name): (Decision<'static>, String) = match step {
+            Ok(Step::Hello(hello)) => {
+                let snap = shared.table.load_full();
+                let d = super::decide_tls(&shared, &snap, &hello, info.dst);
+                let name = hello
+                    .sni
+                    .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                // Detached from the snapshot (the reason is what counts).
+                (
+                    Decision {
+                        action: d.action,
+                        reason: d.reason,
+                        matched: None,
+                    },
+                    name,
+                )
+            }
+            // The client gave up before its hello was complete.
+            Ok(Step::Closed) | Ok(Step::NeedMore) => return,
+            Err(e) => match failure(&e) {
+                Ok(reason) => (policy.refuse(reason, Some(info.dst)), String::new()),
+                Err(drop_reason) => {
+                    if policy.mode_for(Some(info.dst)) == crate::decision::Mode::Shadow {
+                        // Shadow mode changes nothing: forwarded, recorded.
+                        let d = policy.refuse(Reason::BadRequest, Some(info.dst));
+                        record(&shared, Proto::Quic, &d, "", &info, started);
+                        self.allow(key, &info, held).await;
+                    } else {
+                        drop_count(drop_reason);
+                    }
+                    return;
+                }
+            },
+        };
+        record(&shared, Proto::Quic, &d, &name, &info, started);
+        if d.action == Action::Block {
+            self.block(key, &q).await;
+        } else {
+            self.allow(key, &info, held).await;
+        }
+    }
+
+    /// Hold the flow blocked; answer with a CONNECTION_CLOSE unless told to
+    /// drop.
+    async fn block(&mut self, key: Key, q: &quic::Flow) {
+        let hold = Duration::from_secs(self.shared.quic_hold_secs);
+        self.insert(
+            key,
+            State::Blocked {
+                until: Instant::now() + hold,
+            },
+        );
+        if self.shared.quic_block != QuicBlock::Close {
+            return;
+        }
+        let mut out = Vec::with_capacity(128);
+        if q.close_packet(&mut out).is_err() {
+            return;
+        }
+        if let Ok(reply) = self.reply(key) {
+            let _ = reply.send(&out).await;
+        }
+    }
+
+    /// The way back to a client.
+    fn reply(&self, (client, dst): Key) -> io::Result<Reply> {
+        if !self.lctx.transparent_udp() {
+            return Ok(Reply::Listener(self.sock.clone(), client));
+        }
+        // From the original destination: a socket bound to it (it is not
+        // one of ours: IP_TRANSPARENT), connected to the client.
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(dst),
+            socket2::Type::DGRAM.nonblocking(),
+            None,
+        )?;
+        set_transparent(&sock, dst.is_ipv6())?;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        if let Some(mark) = self.lctx.fwmark {
+            sock.set_mark(mark)?;
+        }
+        sock.bind(&dst.into())?;
+        sock.connect(&client.into())?;
+        Ok(Reply::Bound(Arc::new(UdpSocket::from_std(sock.into())?)))
+    }
+
+    /// Connect the upstream, send what was held in order, relay the rest.
+    async fn allow(&mut self, key: Key, info: &ConnInfo, held: Vec<Vec<u8>>) {
+        let up = match connect(info).and_then(UdpSocket::from_std) {
+            Ok(s) => s,
+            Err(e) => {
+                super::upstream_error(&self.shared, info, &e);
+                return;
+            }
+        };
+        let reply = match self.reply(key) {
+            Ok(r) => r,
+            Err(e) => {
+                super::upstream_error(&self.shared, info, &e);
+                return;
+            }
+        };
+        for d in &held {
+            let _ = up.send(d).await;
+        }
+        let relay = Arc::new(Relay {
+            up,
+            last: AtomicU64::new(self.now_ms()),
+            done: AtomicBool::new(false),
+        });
+        self.insert(key, State::Allowed(relay.clone()));
+        let idle = self.shared.limits.flow_idle();
+        let epoch = self.epoch;
+        if let Reply::Bound(own) = &reply {
+            // TPROXY: the flow's socket (bound to the destination,
+            // connected to the client) now receives the client's datagrams
+            // itself (the kernel prefers the connected socket): relay them.
+            let (own, relay) = (own.clone(), relay.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; MAX_DATAGRAM];
+                while !relay.done.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(idle, own.recv(&mut buf)).await {
+                        Ok(Ok(n)) => {
+                            relay
+                                .last
+                                .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            let _ = relay.up.try_send(buf.get(..n).unwrap_or(&[]));
+                        }
+                        Ok(Err(_)) => break,
+                        Err(_) => {}
+                    }
+                }
+            });
+        }
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                let since = epoch.elapsed().as_millis() as u64;
+                let last = relay.last.load(Ordering::Relaxed);
+                let quiet = Duration::from_millis(since.saturating_sub(last));
+                if quiet >= idle {
+                    break;
+                }
+                match tokio::time::timeout(idle - quiet, relay.up.recv(&mut buf)).await {
+                    Ok(Ok(n)) => {
+                        relay
+                            .last
+                            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        let _ = reply.send(buf.get(..n).unwrap_or(&[])).await;
+                    }
+                    Ok(Err(_)) => break,
+                    Err(_) => {}
+                }
+            }
+            relay.done.store(true, Ordering::Relaxed);
+        });
+    }
+
+    fn insert(&mut self, key: Key, st: State) {
+        if self.flows.insert(key, st).is_none() {
+            self.shared.metrics.quic_flows.inc();
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<State> {
+        let st = self.flows.remove(key);
+        if st.is_some() {
+            self.shared.metrics.quic_flows.dec();
+        }
+        st
+    }
+
+    /// Forget flows whose time is up: undecided past the header timeout
+    /// (counted `incomplete`), blocked past their hold, allowed and idle.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let mut gone = 0i64;
+        self.flows.retain(|_, st| {
+            let keep = match st {
+                State::Inspecting { deadline, .. } => {
+                    let keep = now < *deadline;
+                    if !keep {
+                        drop_count(quic_drop::INCOMPLETE);
+                    }
+                    keep
+                }
+                State::Blocked { until } => now < *until,
+                State::Allowed(r) => !r.done.load(Ordering::Relaxed),
+            };
+            if !keep {
+                gone += 1;
+            }
+            keep
+        });
+        self.shared.metrics.quic_flows.sub(gone);
+    }
+}
+
+/// An upstream UDP socket for a flow: the fwmark, the client's address as
+/// the source with `source = "client"`, connected to the upstream.
+fn connect(info: &ConnInfo) -> io::Result<std::net::UdpSocket> {
+    let up = info.upstream;
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(up.addr),
+        socket2::Type::DGRAM.nonblocking(),
+        None,
+    )?;
+    if let Some(mark) = up.fwmark {
+        sock.set_mark(mark)?;
+    }
+    if info.listener.source == crate::config::Source::Client {
+        set_transparent(&sock, up.addr.is_ipv6())?;
+        sock.bind(&SocketAddr::new(info.peer.ip(), 0).into())?;
+    }
+    sock.connect(&up.addr.into())?;
+    Ok(sock.into())
+}
+
+/// One datagram: its bytes, the client, and the destination it was sent to
+/// (the original destination under TPROXY, from IP_RECVORIGDSTADDR; the
+/// socket's own address otherwise).
+async fn recv(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    transparent: bool,
+) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+    if !transparent {
+        let (n, from) = sock.recv_from(buf).await?;
+        return Ok((n, from, sock.local_addr()?));
+    }
+    let fd = sock.as_raw_fd();
+    sock.async_io(Interest::READABLE, || recv_orig(fd, buf))
+        .await
+}
+
+/// `recvmsg` with the original destination from the control messages.
+fn recv_orig(fd: i32, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+    // SAFETY: every pointer handed to recvmsg points at memory owned here
+    // and sized as the msghdr says; the control messages are read only
+    // within `msg_controllen` through the CMSG_* macros.
+    unsafe {
+        let mut from: libc::sockaddr_storage = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut ctrl = [0u64; 32];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&ctrl);
+        let n = libc::recvmsg(fd, &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let client = sockaddr_to(&from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP peer"))?;
+        let mut dst = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let (level, ty) = ((*c).cmsg_level, (*c).cmsg_type);
+            if (level == libc::SOL_IP && ty == libc::IP_ORIGDSTADDR)
+                || (level == libc::SOL_IPV6 && ty == libc::IPV6_ORIGDSTADDR)
+            {
+                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+                let len = ((*c).cmsg_len as usize)
+                    .saturating_sub(libc::CMSG_LEN(0) as usize)
+                    .min(std::mem::size_of::<libc::sockaddr_storage>());
+                std::ptr::copy_nonoverlapping(
+                    libc::CMSG_DATA(c),
+                    (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+                    len,
+                );
+                dst = sockaddr_to(&ss);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        let dst = dst
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no original destination"))?;
+        Ok((n as usize, client, dst))
+    }
+}
+
+fn sockaddr_to(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    // SAFETY: the family field says which sockaddr the storage holds.
+    unsafe {
+        match i32::from(ss.ss_family) {
+            libc::AF_INET => {
+                let a = &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                Some(SocketAddr::from((
+                    u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                let a = &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                Some(SocketAddr::from((
+                    a.sin6_addr.s6_addr,
+                    u16::from_be(a.sin6_port),
+                )))
+            }
+            _ => None,
+        }
+    }
+}

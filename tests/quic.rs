@@ -1,0 +1,257 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! QUIC / HTTP/3 through the real binary with real QUIC stacks (quinn
+//! client and server, rustls): an allowed SNI completes the handshake and
+//! data flows both ways; a blocked one gets a CONNECTION_CLOSE at once and
+//! the server never hears of it; a ClientHello spread over two Initial
+//! packets is reassembled; what cannot be decided is dropped and counted.
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Server {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A quinn server that echoes one bidirectional stream per connection and
+/// counts the connections it accepted.
+fn server() -> Server {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c =
+        rcgen::generate_simple_self_signed(vec!["www.example.com.cn".into(), "unknown.cn".into()])
+            .unwrap();
+    let cert = c.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(c.key_pair.serialize_der().into());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let qc = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let cfg = quinn::ServerConfig::with_crypto(Arc::new(qc));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let acc = accepted.clone();
+    rt.spawn(async move {
+        let ep = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+        tx.send(ep.local_addr().unwrap()).unwrap();
+        while let Some(inc) = ep.accept().await {
+            let acc = acc.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = inc.await else { return };
+                acc.fetch_add(1, Ordering::SeqCst);
+                while let Ok((mut s, mut r)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        if let Ok(data) = r.read_to_end(1 << 24).await {
+                            let _ = s.write_all(&data).await;
+                            let _ = s.finish();
+                        }
+                    });
+                }
+            });
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    Server {
+        addr,
+        accepted,
+        cert,
+        _rt: rt,
+    }
+}
+
+/// Connect through `proxy` as `name`, echo `payload`; the error if any.
+async fn echo(
+    proxy: SocketAddr,
+    name: &str,
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    extra_alpn: usize,
+    payload: &[u8],
+) -> Result<Vec<u8>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Extra ALPN entries make the ClientHello span several Initials.
+    tls.alpn_protocols = (0..extra_alpn)
+        .map(|i| format!("x-padding-protocol-{i:04}").into_bytes())
+        .chain([b"h3".to_vec()])
+        .collect();
+    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut cfg = quinn::ClientConfig::new(Arc::new(qc));
+    let mut tr = quinn::TransportConfig::default();
+    tr.max_idle_timeout(Some(Duration::from_secs(5).try_into().unwrap()));
+    cfg.transport_config(Arc::new(tr));
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(cfg);
+    let conn = ep
+        .connect(proxy, name)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut s, mut r) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    s.write_all(payload).await.map_err(|e| e.to_string())?;
+    s.finish().map_err(|e| e.to_string())?;
+    let got = r.read_to_end(1 << 24).await.map_err(|e| e.to_string())?;
+    conn.close(0u32.into(), b"done");
+    ep.wait_idle().await;
+    Ok(got)
+}
+
+fn proxy_for(up: SocketAddr, extra: &str) -> (Spawned, SocketAddr, SocketAddr) {
+    let port = free_port();
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let cfg = format!(
+        "[[listener]]\nname = \"quic\"\naddr = \"127.0.0.1:{port}\"\nupstream = \"{up}\"\ntransport = \"udp\"\n[regions]\nmainland = [\"127.0.0.0/8\"]\n[table]\npath = \"{{table}}\"\n[admin]\naddr = \"{admin}\"\n{extra}"
+    );
+    let p = spawn_config(&cfg, admin);
+    (p, SocketAddr::from(([127, 0, 0, 1], port)), admin)
+}
+
+fn metric(admin: SocketAddr, prefix: &str) -> f64 {
+    let (_, body) = http_raw(
+        admin,
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn quic_allowed_flows_blocked_closes() {
+    let srv = server();
+    let (_p, proxy, admin) = proxy_for(srv.addr, "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Allowed: handshake through icpgate, data both ways.
+    let payload = vec![7u8; 200_000];
+    let got = rt
+        .block_on(echo(proxy, "www.example.com.cn", &srv.cert, 0, &payload))
+        .unwrap();
+    assert_eq!(got, payload);
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1);
+    // A ClientHello over several Initial packets (about 3 KB of ALPN).
+    let got = rt
+        .block_on(echo(
+            proxy,
+            "www.example.com.cn",
+            &srv.cert,
+            100,
+            b"big hello",
+        ))
+        .unwrap();
+    assert_eq!(got, b"big hello");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
+    // Blocked: the client is told at once; the server hears nothing.
+    let t = Instant::now();
+    let err = rt
+        .block_on(echo(proxy, "unknown.cn", &srv.cert, 0, b"x"))
+        .unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}: {err}",
+        t.elapsed()
+    );
+    assert!(
+        err.contains("error 112"), // CRYPTO_ERROR(unrecognized_name)
+        "{err}"
+    );
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
+    let m = |d: &str, r: &str| {
+        metric(
+            admin,
+            &format!(
+                "icpgate_decisions_total{{decision=\"{d}\",protocol=\"quic\",reason=\"{r}\"}}"
+            ),
+        )
+    };
+    assert_eq!(m("allow", "filed"), 2.0);
+    assert_eq!(m("block", "unfiled"), 1.0);
+}
+
+#[test]
+fn undecidable_datagrams_are_dropped_and_counted() {
+    let srv = server();
+    let (_p, proxy, admin) = proxy_for(srv.addr, "");
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A short-header packet of no known flow.
+    c.send_to(&[0x40u8; 1200], proxy).unwrap();
+    // A long header of an unknown version.
+    let mut v = vec![0xc0u8, 0x0a, 0x0a, 0x0a, 0x0a, 8];
+    v.extend([1u8; 8]);
+    v.push(0);
+    v.resize(1200, 0);
+    c.send_to(&v, proxy).unwrap();
+    // A v1 Initial that does not decrypt.
+    let mut i = vec![0xc3u8, 0, 0, 0, 1, 8];
+    i.extend([2u8; 8]);
+    i.push(0); // SCID
+    i.push(0); // token
+    i.extend([0x44, 0x00]); // length 1024
+    i.resize(1200, 0x55);
+    c.send_to(&i, proxy).unwrap();
+    let dropped = |r: &str| {
+        metric(
+            admin,
+            &format!("icpgate_quic_dropped_total{{reason=\"{r}\"}}"),
+        )
+    };
+    let t = Instant::now();
+    while dropped("no_flow") + dropped("unknown_version") + dropped("undecryptable") < 3.0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "not all counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(dropped("no_flow"), 1.0);
+    assert_eq!(dropped("unknown_version"), 1.0);
+    assert_eq!(dropped("undecryptable"), 1.0);
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 0);
+}
+
+/// A client that stops after half of a ClientHello: the flow is given up
+/// at the header timeout, counted, and nothing reached the server.
+#[test]
+fn an_unfinished_hello_is_given_up() {
+    let srv = server();
+    let (_p, proxy, admin) = proxy_for(srv.addr, "[limits]\nheader_timeout_ms = 500\n");
+    // Capture a real two-Initial hello from quinn aimed at a UDP socket that
+    // never answers, and replay only its first datagram.
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cert = srv.cert.clone();
+    rt.spawn(async move {
+        let _ = echo(sink_addr, "www.example.com.cn", &cert, 100, b"x").await;
+    });
+    let mut buf = [0u8; 2048];
+    let (n, _) = sink.recv_from(&mut buf).unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.send_to(&buf[..n], proxy).unwrap();
+    let t = Instant::now();
+    while metric(admin, "icpgate_quic_dropped_total{reason=\"incomplete\"}") < 1.0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "not given up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 0);
+}

@@ -539,14 +539,13 @@ impl Config {
             ));
         }
         for l in &self.listeners {
-            // Transparent (TPROXY) UDP is written (proxy/udp.rs) but not yet
-            // proven end to end in network namespaces: until it is, UDP
-            // listeners take a fixed upstream.
             if l.transport == Transport::Udp
-                && (l.proxy_protocol || l.defer_accept || l.upstream.is_none())
+                && (l.proxy_protocol
+                    || l.defer_accept
+                    || (l.upstream.is_none() && l.transparent != Transparent::Tproxy))
             {
                 return Err(format!(
-                    "[[listener]] {}: transport = \"udp\" takes a fixed `upstream` for now (no transparent mode, PROXY protocol or defer_accept for UDP yet)",
+                    "[[listener]] {}: transport = \"udp\" takes a fixed `upstream` or transparent = \"tproxy\" (no REDIRECT, PROXY protocol or defer_accept for UDP)",
                     l.label()
                 ));
             }

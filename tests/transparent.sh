@@ -660,6 +660,82 @@ addr = \"127.0.0.1:19090\"
 	expect "client source: pooled connections never cross clients (8 alternating requests)" "$mixed" "0"
 	expect "client source: no upstream connect errors" "$(metric "$G" icpgate_upstream_connect_errors_total)" "0"
 	direct "$C" "$G" 10.200.1.1 15001 "client source (client -> gateway address)"
+	quic_tproxy
+}
+
+# --- 4. QUIC under TPROXY (transport = "udp"), with source = "client":
+# a quinn client in the client namespace, a quinn echo server in the server
+# namespace (examples/quic_echo, built beside the binary by `cargo test`).
+quic_tproxy() {
+	local Q
+	Q="$(dirname "$BIN")/examples/quic_echo"
+	if [ ! -x "$Q" ]; then
+		echo "skip  quic: $Q not built (cargo build --example quic_echo)"
+		return 0
+	fi
+	echo "== QUIC under TPROXY (transport = \"udp\", source = \"client\")"
+	cat >"$WORK/quic.nft" <<'EOF'
+table inet icpgate_quic {
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		meta mark 0x2 return
+		meta l4proto != udp return
+		fib daddr type local return
+		socket transparent 1 meta mark set 0x1 accept
+		udp dport 4433 ip daddr 10.200.2.0/24 meta mark set 0x1 tproxy ip to :15443 accept
+	}
+}
+EOF
+	if ! out=$(timeout 5 ip netns exec "$G" nft -f "$WORK/quic.nft" 2>&1); then
+		echo "skip  quic: the kernel refused the UDP tproxy rules: $out"
+		return 0
+	fi
+	ip netns exec "$S" "$Q" server 10.200.2.5:4433 "$WORK/quic.der" >"$WORK/quic-server.log" 2>&1 &
+	local _ pid
+	for _ in $(seq 50); do [ -s "$WORK/quic.der" ] && break; sleep 0.1; done
+	for pid in $(ip netns pids "$G"); do
+		if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q ' run --config'; then kill "$pid"; fi
+	done
+	sleep 0.5
+	if ! start_icpgate "$G" quic "
+[[listener]]
+name = \"quic4\"
+addr = \"0.0.0.0:15443\"
+transport = \"udp\"
+transparent = \"tproxy\"
+upstream_fwmark = 2
+source = \"client\"
+
+[regions]
+mainland = [\"10.200.2.0/24\"]
+
+[table]
+path = \"$WORK/table.csv\"
+
+[admin]
+addr = \"127.0.0.1:19090\"
+"; then
+		fail "quic: icpgate did not become ready"
+		sed 's/^/      /' "$WORK/quic.log" | tail -n 20
+		return 0
+	fi
+	ok "quic: icpgate ready"
+	expect "quic: allowed SNI, 1 MB echoed through icpgate" \
+		"$(timeout 15 ip netns exec "$C" "$Q" client 10.200.2.5:4433 www.example.com.cn "$WORK/quic.der" 1048576 2>&1)" "ok 1048576"
+	expect "quic: ... and the server saw the client's address" "$(awk '/^peer/ { p = $2 } END { print p }' "$WORK/quic-server.log")" "10.200.1.2"
+	local before t0 got
+	before=$(grep -c '^peer' "$WORK/quic-server.log")
+	t0=$(date +%s%N)
+	got=$(timeout 15 ip netns exec "$C" "$Q" client 10.200.2.5:4433 unknown.cn "$WORK/quic.der" 10 2>&1)
+	case "$got" in
+		*"error 112"*) ok "quic: unfiled SNI closed by icpgate (CRYPTO_ERROR unrecognized_name) in $(( ($(date +%s%N) - t0) / 1000000 )) ms" ;;
+		*) fail "quic: unfiled SNI: got '$got', want a close with error 112" ;;
+	esac
+	expect "quic: ... and the server never heard of it" "$(grep -c '^peer' "$WORK/quic-server.log")" "$before"
+	n=$(metric "$G" icpgate_decisions_total decision=allow protocol=quic reason=filed)
+	expect "quic: counted allow/quic/filed" "$n" "1"
+	n=$(metric "$G" icpgate_decisions_total decision=block protocol=quic reason=unfiled)
+	expect "quic: counted block/quic/unfiled" "$n" "1"
 }
 tproxy
 

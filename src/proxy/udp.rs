@@ -84,6 +84,46 @@ impl Reply {
             Reply::Bound(s) => s.send(buf).await,
         }
     }
+
+    /// Send now or not at all (a datagram the socket cannot take is lost,
+    /// as on any UDP path).
+    fn try_send(&self, buf: &[u8]) {
+        let _ = match self {
+            Reply::Listener(s, to) => s.try_send_to(buf, *to),
+            Reply::Bound(s) => s.try_send(buf),
+        };
+    }
+}
+
+impl Relay {
+    fn touch(&self, epoch: Instant) {
+        self.last
+            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    /// One receive buffer per worker thread: a relay holds none while its
+    /// flow is idle.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+}
+
+/// Move every datagram waiting on `from` to `send`, now; whether any moved.
+fn pump(from: &UdpSocket, mut send: impl FnMut(&[u8])) -> io::Result<bool> {
+    SCRATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        let mut moved = false;
+        loop {
+            match from.try_recv(&mut b[..]) {
+                Ok(n) => {
+                    moved = true;
+                    send(b.get(..n).unwrap_or(&[]));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
+                Err(e) => return Err(e),
+            }
+        }
+    })
 }
 
 struct Udp {
@@ -373,15 +413,15 @@ impl Udp {
             // itself (the kernel prefers the connected socket): relay them.
             let (own, relay) = (own.clone(), relay.clone());
             tokio::spawn(async move {
-                let mut buf = vec![0u8; MAX_DATAGRAM];
                 while !relay.done.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(idle, own.recv(&mut buf)).await {
-                        Ok(Ok(n)) => {
-                            relay
-                                .last
-                                .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                            let _ = relay.up.try_send(buf.get(..n).unwrap_or(&[]));
-                        }
+                    match tokio::time::timeout(idle, own.readable()).await {
+                        Ok(Ok(())) => match pump(&own, |d| {
+                            let _ = relay.up.try_send(d);
+                        }) {
+                            Ok(true) => relay.touch(epoch),
+                            Ok(false) => {}
+                            Err(_) => break,
+                        },
                         Ok(Err(_)) => break,
                         Err(_) => {}
                     }
@@ -389,7 +429,6 @@ impl Udp {
             });
         }
         tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
                 let since = epoch.elapsed().as_millis() as u64;
                 let last = relay.last.load(Ordering::Relaxed);
@@ -397,13 +436,12 @@ impl Udp {
                 if quiet >= idle {
                     break;
                 }
-                match tokio::time::timeout(idle - quiet, relay.up.recv(&mut buf)).await {
-                    Ok(Ok(n)) => {
-                        relay
-                            .last
-                            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                        let _ = reply.send(buf.get(..n).unwrap_or(&[])).await;
-                    }
+                match tokio::time::timeout(idle - quiet, relay.up.readable()).await {
+                    Ok(Ok(())) => match pump(&relay.up, |d| reply.try_send(d)) {
+                        Ok(true) => relay.touch(epoch),
+                        Ok(false) => {}
+                        Err(_) => break,
+                    },
                     Ok(Err(_)) => break,
                     Err(_) => {}
                 }

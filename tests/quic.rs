@@ -320,6 +320,6 @@ fn idle_quic_flows_are_small() {
             admin,
             "icpgate_decisions_total{decision=\"allow\",protocol=\"quic\",reason=\"filed\"}"
         ),
-        (N + 101) as f64
+        (N + 100) as f64
     );
 }

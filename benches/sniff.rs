@@ -1,13 +1,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Sniffing cost: a real post-quantum ClientHello (in one record, and
-//! re-framed into 100-byte records), a curl hello, and a browser-like
-//! request head (classification, and the full parse with the Host rules).
+//! re-framed into 100-byte records), a curl hello, a browser-like request
+//! head (classification, and the data path's request planner: parse, Host
+//! rules, framing), and a QUIC client Initial (RFC 9001 A.2: initial keys,
+//! header protection, decryption, frames, the ClientHello).
 //!
 //!   cargo bench --bench sniff
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use icpgate::sniff::{self, http, tls};
+use icpgate::proxy::h1;
+use icpgate::sniff::{self, quic, tls};
 
 const CHROMIUM: &[u8] = include_bytes!("../tests/fixtures/clienthello/chromium_pq.bin");
 const CURL: &[u8] = include_bytes!("../tests/fixtures/clienthello/curl.bin");
@@ -38,11 +41,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("classify_http", |b| {
         b.iter(|| black_box(sniff::classify(black_box(head))))
     });
-    g.bench_function("http_head_and_host", |b| {
+    g.bench_function("h1_plan_pure", |b| {
         b.iter(|| {
             black_box(matches!(
-                http::parse(black_box(head)),
-                http::Parse::Found(_)
+                h1::plan_pure(black_box(head)),
+                h1::Pure::Forward { .. }
+            ))
+        })
+    });
+    let initial = quic::rfc9001_a2_client_initial();
+    g.bench_function("quic_initial_to_hello", |b| {
+        b.iter(|| {
+            let mut f = quic::Flow::new(16 * 1024);
+            black_box(matches!(
+                f.feed(black_box(&initial)),
+                Ok(quic::Step::Hello(_))
             ))
         })
     });

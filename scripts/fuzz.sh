@@ -32,7 +32,7 @@ export CARGO_TARGET_DIR="$fuzz/target"
 sanitizer="${FUZZ_SANITIZER:-address}"
 build_jobs="${FUZZ_BUILD_JOBS:-1}"
 export CARGO_BUILD_JOBS="$build_jobs"
-targets="${FUZZ_TARGETS:-clienthello h1_plan table_row proxy_protocol}"
+targets="${FUZZ_TARGETS:-clienthello h1_plan quic_initial table_row proxy_protocol}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz" >&2

@@ -205,8 +205,11 @@ pub enum Parse<'a> {
     Invalid(&'static str),
 }
 
-/// Parse the request head at the start of `buf` (pure, incremental).
-pub fn parse(buf: &[u8]) -> Parse<'_> {
+/// Parse the request head at the start of `buf` (pure, incremental): the
+/// Host rules on one head, for this module's tests. The data path plans
+/// requests in `proxy::h1` (`plan_pure` is its pure part).
+#[cfg(test)]
+fn parse(buf: &[u8]) -> Parse<'_> {
     let mut slots = header_slots();
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(buf, &mut slots) {

@@ -353,6 +353,49 @@ impl Policy {
         self.moded(Decision::new(Action::Block, reason), dst)
     }
 
+    /// A complete ClientHello (TLS or QUIC): the ECH policy, then R3 for
+    /// no SNI, R8 for an SNI that is not a host name, then the rules on
+    /// the name.
+    pub fn decide_hello<'s>(
+        &self,
+        snap: &'s Snapshot,
+        hello: &crate::sniff::tls::Hello,
+        ech: crate::config::EchPolicy,
+        dst: IpAddr,
+        now: i64,
+    ) -> Decision<'s> {
+        if hello.ech && ech == crate::config::EchPolicy::Block && self.enforced(Some(dst)) {
+            return self.refuse(Reason::Ech, Some(dst));
+        }
+        match hello.sni {
+            None => self.decide_no_name(Some(dst)),
+            Some(sni) => match sni.as_str().map(hostname::canonicalize_bare) {
+                Some(Ok(host)) => self.decide_host(snap, &host, Some(dst), now),
+                // R8: not a host name (or not UTF-8): never allowed.
+                _ => self.refuse(Reason::Unfiled, Some(dst)),
+            },
+        }
+    }
+
+    /// A ClientHello that cannot be decided on a name: two names (R10) and
+    /// an oversized hello are blocking decisions; anything else malformed is
+    /// `None` (reset, counted as invalid) — except in shadow mode, where it
+    /// is passed through and so recorded as a decision (`bad_request`).
+    pub fn decide_bad_hello(
+        &self,
+        why: &crate::sniff::tls::Invalid,
+        dst: IpAddr,
+    ) -> Option<Decision<'static>> {
+        use crate::sniff::tls::Invalid;
+        let reason = match why {
+            Invalid::TwoNames => Reason::AmbiguousHost,
+            Invalid::TooLarge => Reason::TooLong,
+            Invalid::Malformed(_) if self.mode_for(Some(dst)) == Mode::Shadow => Reason::BadRequest,
+            Invalid::Malformed(_) => return None,
+        };
+        Some(self.refuse(reason, Some(dst)))
+    }
+
     fn ip_access(&self) -> Decision<'static> {
         match self.ip_access {
             IpAccess::Allow => Decision::new(Action::Allow, Reason::IpAccess),

@@ -323,3 +323,24 @@ fn idle_quic_flows_are_small() {
         (N + 100) as f64
     );
 }
+
+/// Shadow mode changes nothing for QUIC either: an unfiled SNI completes
+/// its handshake with the server, and is counted as would_block.
+#[test]
+fn shadow_mode_forwards_quic() {
+    let srv = server();
+    let (_p, proxy, admin) = proxy_for(srv.addr, "[policy]\nmode = \"shadow\"\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let got = rt
+        .block_on(echo(proxy, "unknown.cn", &srv.cert, 0, b"shadow"))
+        .unwrap();
+    assert_eq!(got, b"shadow");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        metric(
+            admin,
+            "icpgate_decisions_total{decision=\"would_block\",protocol=\"quic\",reason=\"unfiled\"}"
+        ),
+        1.0
+    );
+}

@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The table source is untrusted input: compression bombs, endless rows and
-//! slow or stalled URL sources are rejected in bounded memory and time, and
-//! the running table keeps serving.
+//! The table loader: validation and line numbers, whole-file errors, the
+//! invalid-row allowance, gzip, batches, building in spare memory, the
+//! shrink guard; and the source as untrusted input — compression bombs,
+//! endless rows and slow or stalled URL sources are rejected in bounded
+//! memory and time, and the running table keeps serving.
 mod common;
 
 use std::io::{Read, Write};
@@ -9,9 +11,260 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use common::*;
+use icpgate::snapshot::Filing;
 use icpgate::table::{self, LoadOptions, TableError};
 
 const HEADER: &str = "domain,icp,filing,access,access_expires,ips\n";
+
+fn tsnap() -> icpgate::snapshot::Snapshot {
+    table::load_bytes(TABLE.as_bytes(), "t", &LoadOptions::default())
+        .unwrap()
+        .snapshot
+}
+
+fn load_err(csv: &str) -> Vec<(u64, String)> {
+    match table::load_bytes(
+        csv.as_bytes(),
+        "t",
+        &LoadOptions {
+            max_invalid_rows: usize::MAX,
+            ..LoadOptions::default()
+        },
+    ) {
+        Ok(l) => l.errors.into_iter().map(|e| (e.line, e.message)).collect(),
+        Err(e) => vec![(0, e.to_string())],
+    }
+}
+
+#[test]
+fn malformed_tables_reported_at_the_right_line() {
+    let h = "domain,icp,filing,access,access_expires,ips\n";
+    let body = [
+        "ok.cn,京ICP备1号-1,filed,active,,",                    // 2 ok
+        "bad domain.cn,京ICP备1号-1,filed,active,,",            // 3
+        "com.cn,京ICP备1号-1,filed,active,,",                   // 4 public suffix
+        "a.cn,京ICP备1号-1,filled,active,,",                    // 5 bad filing
+        "b.cn,京ICP备1号-1,filed,on,,",                         // 6 bad access
+        "c.cn,京ICP备1号-1,filed,initial_review,,",             // 7 missing expiry
+        "d.cn,京ICP备1号-1,filed,initial_review,tomorrow,",     // 8 bad time
+        "e.cn,京ICP备1号-1,filed,active,2026-12-01T00:00:00Z,", // 9 expiry without review
+        "f.cn,京ICP备1号-1,filed,active,,1.2.3.4/33",           // 10 bad cidr
+        "g.cn,京ICP备1号-1,filed,active,,10.0.0.1/8",           // 11 host bits
+        "h.cn,京ICP备1号-1,filed,active",                       // 12 field count
+        "ok.cn,京ICP备1号-1,filed,active,,",                    // 13 duplicate
+        "i.cn,,filed,active,,",                                 // 14 empty icp
+        "203.0.113.1,京ICP备1号-1,filed,active,,",              // 15 ip as domain
+        "\"j.cn\n\",京ICP备1号-1,filed,active,,", // 16 (spans 2 lines) newline in domain
+        "k.cn,京ICP备1号-1,filed,active,,",       // 18 ok
+    ]
+    .join("\n");
+    let errs = load_err(&format!("{h}{body}\n"));
+    let lines: Vec<u64> = errs.iter().map(|e| e.0).collect();
+    assert_eq!(
+        lines,
+        [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        "{errs:#?}"
+    );
+    assert!(errs[1].1.contains("public suffix"));
+    assert!(
+        errs[10].1.contains("duplicate") && errs[10].1.contains("line 2"),
+        "{}",
+        errs[10].1
+    );
+}
+
+#[test]
+fn whole_file_errors() {
+    // Wrong header, empty file, invalid UTF-8, gzip garbage, oversize.
+    assert!(load_err("").remove(0).1.contains("empty"));
+    assert!(load_err("domain,icp,filing,access\nx.cn,1,filed,active\n")
+        .remove(0)
+        .1
+        .contains("header"));
+    let bad_utf8 = b"domain,icp,filing,access,access_expires,ips\n\xff\xfe.cn,1,filed,active,,\n";
+    let r = table::load_bytes(bad_utf8, "t", &LoadOptions::default());
+    assert!(
+        matches!(r, Err(TableError::Rejected { ref errors, .. }) if errors[0].line == 2 && errors[0].message.contains("UTF-8")),
+        "{r:?}"
+    );
+    let r = table::load_bytes(&[0x1f, 0x8b, 0, 1, 2, 3], "t", &LoadOptions::default());
+    assert!(r.is_err());
+    let big = format!(
+        "domain,icp,filing,access,access_expires,ips\n{}",
+        "a.cn,京ICP备1号-1,filed,active,,\n".repeat(100)
+    );
+    let r = table::load_bytes(
+        big.as_bytes(),
+        "t",
+        &LoadOptions {
+            max_bytes: 1000,
+            ..LoadOptions::default()
+        },
+    );
+    assert!(
+        matches!(r, Err(TableError::Format(ref m)) if m.contains("limit")),
+        "{r:?}"
+    );
+    let long_row = format!(
+        "domain,icp,filing,access,access_expires,ips\na.cn,京ICP备1号-1,filed,active,,{}\n",
+        "1.2.3.4 ".repeat(1000)
+    );
+    assert!(load_err(&long_row)[0].1.contains("longer than"));
+}
+
+#[test]
+fn allowance_and_gzip() {
+    use std::io::Write;
+    let csv = "domain,icp,filing,access,access_expires,ips\nok.cn,京ICP备1号-1,filed,active,,\nbad..cn,京ICP备1号-1,filed,active,,\n";
+    assert!(table::load_bytes(csv.as_bytes(), "t", &LoadOptions::default()).is_err());
+    let l = table::load_bytes(
+        csv.as_bytes(),
+        "t",
+        &LoadOptions {
+            max_invalid_rows: 1,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((l.snapshot.len(), l.invalid), (1, 1));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(TABLE.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let a = table::load_bytes(&gz, "t.gz", &LoadOptions::default())
+        .unwrap()
+        .snapshot;
+    assert_eq!(a.len(), tsnap().len());
+    // The version is the sha256 of the source bytes as given.
+    assert_ne!(a.meta.version, tsnap().meta.version);
+    assert_eq!(tsnap().meta.version, tsnap().meta.version);
+    // A gzip bomb is capped by the decompressed-size limit.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(TABLE.as_bytes()).unwrap();
+    gz.write_all(&vec![b'\n'; 10 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 100_000);
+    let r = table::load_bytes(
+        &bomb,
+        "bomb",
+        &LoadOptions {
+            max_bytes: 1 << 20,
+            ..LoadOptions::default()
+        },
+    );
+    assert!(
+        matches!(r, Err(TableError::Format(ref m)) if m.contains("decompressed")),
+        "{r:?}"
+    );
+}
+
+/// 50k rows, so the loader's batches (4096 rows) are recycled many times:
+/// invalid rows, duplicates and subdomains across batch boundaries are each
+/// counted once, and every valid row is found.
+#[test]
+fn many_batches_count_each_error_once() {
+    let mut csv = String::from("domain,icp,filing,access,access_expires,ips\n");
+    for i in 0..50_000u32 {
+        match i {
+            // invalid in the parser (bad name), in three different batches
+            5 | 20_000 | 45_000 => csv.push_str("bad..cn,京ICP备1号-1,filed,active,,\n"),
+            // a duplicate of row 1, found by the builder much later
+            30_000 => csv.push_str("n1.cn,京ICP备1号-1,filed,active,,\n"),
+            // subdomains of a row from another batch
+            _ if i % 1000 == 999 => csv.push_str(&format!(
+                "www.n{}.cn,京ICP备{i}号-1,revoked,active,,\n",
+                i - 999
+            )),
+            _ => csv.push_str(&format!("n{i}.cn,京ICP备{i}号-1,filed,active,,\n")),
+        }
+    }
+    let allowing = |n| LoadOptions {
+        max_invalid_rows: n,
+        ..LoadOptions::default()
+    };
+    let l = table::load_bytes(csv.as_bytes(), "t", &allowing(4)).unwrap();
+    assert_eq!(l.invalid, 4);
+    assert_eq!(l.snapshot.len(), 50_000 - 4);
+    let lines: Vec<u64> = l.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![7, 20_002, 30_002, 45_002]);
+    assert!(
+        l.errors[2].message.contains("first at line 3"),
+        "{:?}",
+        l.errors[2]
+    );
+    for i in [0u32, 4095, 4096, 8191, 49_998] {
+        assert_eq!(
+            l.snapshot.get(&format!("n{i}.cn")).unwrap().icp(),
+            format!("京ICP备{i}号-1")
+        );
+    }
+    // www.n0.cn (row 999) is revoked; n0.cn itself stays filed.
+    let w = l.snapshot.lookup("www.n0.cn").unwrap();
+    assert_eq!((w.domain(), w.filing()), ("www.n0.cn", Filing::Revoked));
+    assert_eq!(l.snapshot.lookup("x.n0.cn").unwrap().domain(), "n0.cn");
+    // one more invalid row than the allowance rejects the table
+    let r = table::load_bytes(csv.as_bytes(), "t", &allowing(3));
+    assert!(
+        matches!(r, Err(TableError::Rejected { invalid: 4, .. })),
+        "{r:?}"
+    );
+}
+
+/// A table built in a retired snapshot's memory holds exactly its own rows:
+/// nothing of the old table's names, slots or filing numbers shows through,
+/// whether the spare is the same size, bigger or smaller.
+#[test]
+fn builds_in_spare_memory_hold_only_their_own_rows() {
+    fn csv(prefix: &str, n: u32) -> String {
+        let mut c = String::from("domain,icp,filing,access,access_expires,ips\n");
+        for i in 0..n {
+            c.push_str(&format!("{prefix}{i}.cn,京ICP备{i}号-1,filed,active,,\n"));
+        }
+        c
+    }
+    let opts = LoadOptions::default();
+    let mut spare = table::load_bytes(csv("a", 20_000).as_bytes(), "a", &opts)
+        .unwrap()
+        .snapshot
+        .into_spare();
+    // same size, then much smaller (spare too big), then bigger (too small)
+    for (prefix, n) in [("b", 20_000u32), ("c", 300), ("d", 90_000), ("e", 20_000)] {
+        let snap = table::load_bytes_reusing(csv(prefix, n).as_bytes(), prefix, &opts, spare)
+            .unwrap()
+            .snapshot;
+        assert_eq!(snap.len(), n as usize);
+        assert_eq!(snap.rows().count(), n as usize);
+        for i in [0, n / 2, n - 1] {
+            let r = snap.get(&format!("{prefix}{i}.cn")).unwrap();
+            assert_eq!(r.icp(), format!("京ICP备{i}号-1"));
+        }
+        for old in ["a0.cn", "a199.cn", "b5.cn", "c7.cn", "d100.cn"] {
+            if !old.starts_with(prefix) {
+                assert!(snap.get(old).is_none(), "{old} in table {prefix}");
+                assert!(snap.lookup(&format!("www.{old}")).is_none());
+            }
+        }
+        spare = snap.into_spare();
+    }
+    // A prefaulted spare works too.
+    let base = table::load_bytes(csv("f", 5_000).as_bytes(), "f", &opts)
+        .unwrap()
+        .snapshot;
+    let spare = icpgate::snapshot::Spare::prefaulted_like(&base);
+    assert!(spare.bytes() > 0);
+    let snap = table::load_bytes_reusing(csv("g", 5_000).as_bytes(), "g", &opts, spare)
+        .unwrap()
+        .snapshot;
+    assert_eq!(snap.get("g4999.cn").unwrap().icp(), "京ICP备4999号-1");
+    assert!(snap.get("f1.cn").is_none());
+}
+
+#[test]
+fn shrink_guard() {
+    assert!(table::shrink_violation(1000, 900, 0.10).is_none());
+    assert!(table::shrink_violation(1000, 899, 0.10).is_some());
+    assert!(table::shrink_violation(0, 0, 0.10).is_none());
+    assert!(table::shrink_violation(10, 20, 0.10).is_none());
+}
 
 /// A gzip file of `members` concatenated members, each `chunk` inflated:
 /// compressed once, repeated (a multi-member gzip is one stream).

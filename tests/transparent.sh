@@ -606,6 +606,9 @@ source = \"client\"
 [regions]
 mainland = [\"10.200.2.0/24\", \"fd00:200:2::/64\"]
 
+[limits]
+upstream_connect_timeout_ms = 1500
+
 [table]
 path = \"$WORK/table.csv\"
 
@@ -660,6 +663,28 @@ addr = \"127.0.0.1:19090\"
 	expect "client source: pooled connections never cross clients (8 alternating requests)" "$mixed" "0"
 	expect "client source: no upstream connect errors" "$(metric "$G" icpgate_upstream_connect_errors_total)" "0"
 	direct "$C" "$G" 10.200.1.1 15001 "client source (client -> gateway address)"
+
+	# A client address the origin's answers cannot come back to (the
+	# gateway drops them): the upstream connect fails within its timeout, is
+	# counted, and the client gets an answer (502), not a hang.
+	ip -n "$C" addr add 10.200.1.4/24 dev "$P-c" || fail "client source: third client address"
+	ip netns exec "$G" nft -f - <<'EOF' || fail "client source: drop rule"
+table inet icpgate_test_drop {
+	chain raw {
+		type filter hook prerouting priority raw; policy accept;
+		ip saddr 10.200.2.5 ip daddr 10.200.1.4 drop
+	}
+}
+EOF
+	local t0
+	t0=$(date +%s%N)
+	got=$(REQ_FROM=10.200.1.4 req "$C" http://10.200.2.5:8888/ www.example.com.cn | cut -d' ' -f1)
+	expect "client source: an address with no way back gets 502, not a hang" "$got" "502"
+	n=$((($(date +%s%N) - t0) / 1000000))
+	if [ "$n" -lt 3000 ]; then ok "client source: ... within the connect timeout ($n ms)"; else fail "client source: answered after $n ms"; fi
+	n=$(metric "$G" icpgate_upstream_connect_errors_total)
+	if [ "$n" -ge 1 ]; then ok "client source: ... counted as an upstream connect error ($n)"; else fail "client source: upstream connect errors = $n, want >= 1"; fi
+	ip netns exec "$G" nft delete table inet icpgate_test_drop
 	quic_tproxy
 }
 

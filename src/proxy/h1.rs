@@ -23,9 +23,9 @@ use super::client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::chunked::Chunked;
+use super::conn::MAX_TUNNEL_DEPTH;
+use super::ctx::{record, registrable_of, write_within, ConnInfo, OwnedBlock, Shared};
 use super::upstream::Tracked;
-use super::MAX_TUNNEL_DEPTH;
-use super::{record, registrable_of, write_within, ConnInfo, OwnedBlock, Shared};
 use crate::decision::{Action, Decision, Reason};
 use crate::hostname::{self, Host};
 use crate::metrics::{Proto, Sniffed};
@@ -209,7 +209,10 @@ pub async fn serve(
     match (next, up) {
         (Next::Tunnel { connect: true }, Some(up)) => {
             // The tunnel is a new connection to decide (docs/data-path.md, Tunnels).
-            Box::pin(super::tunnel(shared, info, client, up.s, cbuf, ubuf, depth)).await;
+            Box::pin(super::conn::tunnel(
+                shared, info, client, up.s, cbuf, ubuf, depth,
+            ))
+            .await;
         }
         (Next::Tunnel { connect: false }, Some(up)) => {
             // Splicing needs the reactor's socket.
@@ -245,7 +248,7 @@ pub async fn serve(
                 // In a tunnel whose end is gone: nowhere to forward to.
                 (None, _) => return,
             };
-            super::pipe_from(&shared, client, up, cbuf).await;
+            super::conn::pipe_from(&shared, client, up, cbuf).await;
         }
         (_, Some(up)) if depth == 0 => info.listener.pool.put(up.addr, up.s),
         (_, _) => {}
@@ -1052,7 +1055,8 @@ fn plan(
         .iter()
         .filter(|h| eq(h.name, "host"))
         .map(|h| h.value);
-    let host = match request_host(target, http10, &mut hosts) {
+    let connect = eq(req.method.unwrap_or(""), "CONNECT");
+    let host = match request_host(target, connect, http10, &mut hosts) {
         Ok(h) => h,
         Err(reason) => {
             let d = shared.policy.refuse(reason, Some(info.dst));
@@ -1180,7 +1184,8 @@ pub fn plan_pure(buf: &[u8]) -> Pure {
         .iter()
         .filter(|h| eq(h.name, "host"))
         .map(|h| h.value);
-    let host = match request_host(target, req.version == Some(0), &mut hosts) {
+    let connect = eq(req.method.unwrap_or(""), "CONNECT");
+    let host = match request_host(target, connect, req.version == Some(0), &mut hosts) {
         Ok(h) => h.map(|h| h.to_string()),
         Err(r) => return Pure::Refused(r),
     };
@@ -1329,6 +1334,16 @@ fn frame_request(
         } else {
             b" HTTP/1.1\r\n"
         });
+        // HTTP/1.0 may name its host in the target alone: made origin-form,
+        // the request carries it as Host (or the origin would serve its
+        // default site, not the name decided on).
+        if !req.headers.iter().any(|h| eq(h.name, "host")) {
+            if let Ok(Some(auth)) = crate::sniff::http::target_authority(target, false) {
+                obuf.extend_from_slice(b"Host: ");
+                obuf.extend_from_slice(auth.as_bytes());
+                obuf.extend_from_slice(b"\r\n");
+            }
+        }
     } else {
         obuf.extend_from_slice(first_line(head));
     }
@@ -1511,6 +1526,14 @@ mod tests {
         assert_eq!(fwd(r), (Some("a.cn".into()), r.into()));
         // Leading empty lines are not forwarded.
         assert_eq!(fwd(&format!("\r\n{r}")).1, r);
+        // HTTP/1.0 naming its host in the target alone: it goes as Host.
+        assert_eq!(
+            fwd("GET http://a.cn/x HTTP/1.0\r\n\r\n"),
+            (
+                Some("a.cn".into()),
+                "GET /x HTTP/1.0\r\nHost: a.cn\r\n\r\n".into()
+            )
+        );
         // Absolute form becomes origin form; the Host stays.
         assert_eq!(
             fwd("GET http://a.cn/x?y HTTP/1.1\r\nHost: a.cn\r\n\r\n").1,
@@ -1564,5 +1587,16 @@ mod tests {
             Pure::NeedMore
         );
         assert_eq!(plan_pure(b"GET\x0b/ HTTP/1.1\r\n\r\n"), Pure::Invalid);
+        // Authority-form is for CONNECT only; CONNECT takes nothing else
+        // (found by the h1_plan fuzz target: the name decided on was not
+        // the one forwarded).
+        assert_eq!(
+            plan_pure(b"GET a.cn?q=1 HTTP/1.0\r\n\r\n"),
+            Pure::Refused(Reason::BadRequest)
+        );
+        assert_eq!(
+            plan_pure(b"CONNECT / HTTP/1.1\r\nHost: a.cn\r\n\r\n"),
+            Pure::Refused(Reason::BadRequest)
+        );
     }
 }

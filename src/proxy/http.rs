@@ -13,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{registrable_of, OwnedBlock, Shared};
+use super::ctx::{registrable_of, OwnedBlock, Shared};
 use crate::block::{self, PageInput};
 use crate::decision::{rfc3339, Reason};
 

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use super::ctx::{record, upstream_error, ConnInfo, ListenerCtx, Shared};
 use super::upstream::set_transparent;
-use super::{record, ConnInfo, ListenerCtx, Shared};
 use crate::config::{QuicBlock, Transparent};
 use crate::decision::{Action, Decision, Reason};
 use crate::metrics::{quic_drop, Proto};
@@ -295,7 +295,13 @@ impl Udp {
         let (d, name): (Decision<'static>, String) = match step {
             Ok(Step::Hello(hello)) => {
                 let snap = shared.table.load_full();
-                let d = super::decide_tls(&shared, &snap, &hello, info.dst);
+                let d = shared.policy.decide_hello(
+                    &snap,
+                    &hello,
+                    shared.ech,
+                    info.dst,
+                    crate::decision::now_unix(),
+                );
                 let name = hello
                     .sni
                     .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned())
@@ -385,14 +391,14 @@ impl Udp {
         let up = match connect(info).and_then(UdpSocket::from_std) {
             Ok(s) => s,
             Err(e) => {
-                super::upstream_error(&self.shared, info, &e);
+                upstream_error(&self.shared, info, &e);
                 return;
             }
         };
         let reply = match self.reply(key) {
             Ok(r) => r,
             Err(e) => {
-                super::upstream_error(&self.shared, info, &e);
+                upstream_error(&self.shared, info, &e);
                 return;
             }
         };

@@ -115,13 +115,15 @@ fn ssh_ident(rest: &[u8]) -> Looks {
 
 /// The authority a request is for: `Ok(Some(host))`, `Ok(None)` when it
 /// names none (HTTP/1.0 without Host: R3), or the block reason
-/// (`ambiguous_host`, `bad_host`).
+/// (`ambiguous_host`, `bad_host`, `bad_request` for a target of the wrong
+/// form). `connect`: the method is CONNECT (authority-form, and only it).
 pub fn request_host<'a>(
     target: &'a str,
+    connect: bool,
     http10: bool,
     hosts: &mut dyn Iterator<Item = &'a [u8]>,
 ) -> Result<Option<Host<'a>>, Reason> {
-    request_host_parts(target_authority(target)?, http10, hosts)
+    request_host_parts(target_authority(target, connect)?, http10, hosts)
 }
 
 /// [`request_host`] with the target's authority already extracted.
@@ -167,7 +169,21 @@ fn request_host_parts<'a>(
 
 /// The authority of an absolute-form (`http://a/...`) or authority-form
 /// (`CONNECT a:443`) target; `None` for origin-form and `*`.
-fn target_authority(target: &str) -> Result<Option<&str>, Reason> {
+/// RFC 9112 §3.2: origin-form (`/…`) and `*` name no authority;
+/// absolute-form (`http://a/…`) does; authority-form (`a:443`) is for
+/// CONNECT alone, and CONNECT takes nothing else. A target of another
+/// shape is refused (`bad_request`): forwarded, an origin might read a name
+/// out of it that was never decided on.
+pub fn target_authority(target: &str, connect: bool) -> Result<Option<&str>, Reason> {
+    if connect {
+        if target.starts_with('/') || target == "*" || target.contains("://") {
+            return Err(Reason::BadRequest);
+        }
+        if target.is_empty() || target.contains(['/', '?', '#', '@']) {
+            return Err(Reason::BadHost);
+        }
+        return Ok(Some(target));
+    }
     if target.starts_with('/') || target == "*" {
         return Ok(None);
     }
@@ -179,8 +195,7 @@ fn target_authority(target: &str) -> Result<Option<&str>, Reason> {
             }
             &target[i + 3..]
         }
-        // authority-form
-        None => target,
+        None => return Err(Reason::BadRequest),
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let auth = &rest[..end];
@@ -224,7 +239,9 @@ fn parse(buf: &[u8]) -> Parse<'_> {
                 .iter()
                 .filter(|h| h.name.eq_ignore_ascii_case("host"))
                 .map(|h| h.value);
-            let host = request_host(target, http10, &mut hosts).map(|h| h.map(Host::into_owned));
+            let connect = req.method == Some("CONNECT");
+            let host =
+                request_host(target, connect, http10, &mut hosts).map(|h| h.map(Host::into_owned));
             // Host borrows from `headers`, a local: hand back owned names
             // (the sniffer is not the per-request hot path; the service
             // borrows from hyper's parsed request instead).

@@ -205,6 +205,22 @@ addr = "127.0.0.1:{admin_port}"
         self.child.id() as i32
     }
 
+    /// Wait (up to 10 s) until the metric satisfies `ok`; its value.
+    pub fn wait_metric(&self, line_prefix: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let t = Instant::now();
+        loop {
+            let v = self.metric(line_prefix);
+            if ok(v) {
+                return v;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{line_prefix} stayed at {v}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn metric(&self, line_prefix: &str) -> f64 {
         let (_, body) = self.admin_get("/metrics");
         body.lines()

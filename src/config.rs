@@ -426,6 +426,9 @@ impl Limits {
     pub fn server_first_wait(&self) -> Duration {
         Duration::from_millis(self.server_first_wait_ms)
     }
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
     pub fn flow_idle(&self) -> Duration {
         Duration::from_secs(self.flow_idle_secs.max(1))
     }

@@ -83,7 +83,8 @@ fn tls_page_acceptor(cfg: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, 
 }
 
 async fn serve(cfg: Config) -> i32 {
-    let metrics = Metrics::get();
+    // The registry and its series exist from the start (rate() from zero).
+    Metrics::get();
     let policy = match cfg.policy() {
         Ok(p) => p,
         Err(e) => {
@@ -148,7 +149,6 @@ async fn serve(cfg: Config) -> i32 {
         tls_page,
         quic_block: cfg.block.quic,
         quic_hold_secs: cfg.block.quic_hold_secs,
-        metrics,
         top: TopBlocked::new(10_000),
         recent,
         log: BlockLog::new(
@@ -269,7 +269,7 @@ async fn serve(cfg: Config) -> i32 {
         "shutting down: no new connections, draining"
     );
     let _ = shutdown_tx.send(true);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.limits.drain_secs);
+    let deadline = tokio::time::Instant::now() + cfg.limits.drain();
     while conns.available_permits() < cfg.limits.max_connections {
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(
@@ -381,7 +381,7 @@ async fn accept_loop(
     conns: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let m = shared.metrics;
+    let m = Metrics::get();
     let active = m.connections_active.with_label_values(&[&lctx.label]);
     let total = m.connections_total.with_label_values(&[&lctx.label]);
     let rejected = m.connections_rejected.with_label_values(&[&lctx.label]);

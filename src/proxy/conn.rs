@@ -18,6 +18,7 @@ use super::upstream::{Tracked, Upstream};
 use super::{h1, origdst, pipe, proxy_protocol, tls, upstream};
 use crate::config::{Limits, Transparent};
 use crate::decision::Action;
+use crate::metrics::Metrics;
 use crate::metrics::{Proto, Sniffed};
 use crate::sniff;
 
@@ -30,7 +31,9 @@ pub(crate) enum Early {
     Io,
 }
 
-/// Handle one accepted connection to the end.
+/// Handle one accepted connection to the end: where it was going, the
+/// loop guards, the PROXY header, R2, its first bytes, then the path for
+/// what they are.
 pub async fn handle(
     shared: Arc<Shared>,
     lctx: Arc<ListenerCtx>,
@@ -44,66 +47,11 @@ pub async fn handle(
     if !lctx.defer_accept && stream.registered().is_err() {
         return;
     }
-    // TCP_NODELAY comes from the listening socket. A listener bound to one
-    // address with a fixed upstream knows its local address without asking.
-    let local = if lctx.upstream.is_some() && !lctx.addr.ip().is_unspecified() {
-        lctx.addr
-    } else {
-        match stream.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        }
+    let Some((local, upstream, dst)) = destination(&lctx, &stream, peer) else {
+        return;
     };
-    let (upstream, dst) = match (lctx.upstream, lctx.transparent) {
-        (Some(up), _) => (Upstream::new(up, lctx.fwmark), local.ip()),
-        (None, Transparent::Tproxy) => (Upstream::new(local, lctx.fwmark), local.ip()),
-        (None, Transparent::Redirect) => match stream
-            .fd()
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
-            .and_then(|fd| origdst::original_dst(&fd, local.is_ipv6()))
-        {
-            Ok(orig) => (Upstream::new(orig, lctx.fwmark), orig.ip()),
-            Err(e) => {
-                tracing::warn!(listener = %lctx.label, %peer, error = %e, "no original destination (is the nftables REDIRECT in place?); closing");
-                return;
-            }
-        },
-    };
-    // Loop guards. (1) A transparent listener reached directly (no
-    // REDIRECT/TPROXY in front) would "forward" to itself. (2) One of our
-    // own upstream connections came back to us (the fwmark bypass is
-    // missing or does not match): forwarding it again would multiply
-    // connections until file descriptors run out.
-    // Where this connection was headed: the original destination in
-    // transparent modes, our own listening address otherwise.
-    let arrived_for = if lctx.upstream.is_some() {
-        local
-    } else {
-        upstream.addr
-    };
-    let refused = if upstream::is_own(peer, arrived_for).await {
-        Some("loop")
-    } else if lctx.upstream.is_none()
-        && not_intercepted(lctx.transparent, local, upstream.addr, lctx.addr)
-    {
-        Some("not_intercepted")
-    } else {
-        None
-    };
-    if let Some(reason) = refused {
-        shared
-            .metrics
-            .connections_refused
-            .with_label_values(&[&lctx.label, reason])
-            .inc();
-        if shared.log.warn_admit() {
-            tracing::warn!(listener = %lctx.label, %peer, reason, "refusing connection: {}", if reason == "loop" {
-                "it is one of icpgate's own upstream connections (check upstream_fwmark and the nftables bypass)"
-            } else {
-                "not intercepted (its destination is the listener itself)"
-            });
-        }
-        stream.reset();
+    if let Some(reason) = loop_guard(&lctx, peer, local, &upstream).await {
+        refuse(&shared, &lctx, peer, stream, reason);
         return;
     }
     let mut info = ConnInfo {
@@ -113,10 +61,7 @@ pub async fn handle(
         listener: lctx.clone(),
     };
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
-    let limits = &shared.limits;
-    let mut header_deadline =
-        tokio::time::Instant::now() + Duration::from_millis(limits.header_timeout_ms);
-
+    let header_deadline = tokio::time::Instant::now() + shared.limits.header_timeout();
     if lctx.proxy_protocol {
         match read_proxy_header(&mut stream, &mut buf, header_deadline).await {
             Ok(Some((src, orig))) => {
@@ -128,12 +73,11 @@ pub async fn handle(
             }
             Ok(None) => {}
             Err(e) => {
-                count_early(&shared, &e);
+                count_early(&e);
                 return;
             }
         }
     }
-
     // The origin sees the visitor: upstream connections leave from the
     // client's address (after the PROXY header: its address is the one).
     if lctx.source == crate::config::Source::Client {
@@ -145,7 +89,6 @@ pub async fn handle(
             .upstream
             .from_client(SocketAddr::new(info.peer.ip(), port));
     }
-
     // R2: destinations outside the mainland ranges pass untouched, unsniffed.
     if !shared.policy.enforced(Some(info.dst)) {
         let started = Instant::now();
@@ -154,16 +97,103 @@ pub async fn handle(
         passthrough(&shared, &info, stream, buf, None).await;
         return;
     }
+    first_bytes(shared, info, stream, buf, header_deadline).await;
+}
 
-    // Nothing yet: wait briefly for the client to speak. First one read
-    // without a timer: a client's first bytes usually follow its handshake
-    // within microseconds (a registered socket: after one turn of the event
-    // loop, which tells whether they came; with deferred accept they are
-    // queued already and the socket need not even enter epoll, see
-    // `client`). Arming (then cancelling) the server-first timer for every
-    // connection costs more.
+/// Where the connection was headed: the socket's local address, the
+/// upstream (fixed, or the original destination) and the destination IP
+/// for R2/R7. `None`: unknown (logged), the connection is dropped.
+fn destination(
+    lctx: &ListenerCtx,
+    stream: &Client,
+    peer: SocketAddr,
+) -> Option<(SocketAddr, Upstream, std::net::IpAddr)> {
+    // TCP_NODELAY comes from the listening socket. A listener bound to one
+    // address with a fixed upstream knows its local address without asking.
+    let local = if lctx.upstream.is_some() && !lctx.addr.ip().is_unspecified() {
+        lctx.addr
+    } else {
+        stream.local_addr().ok()?
+    };
+    Some(match (lctx.upstream, lctx.transparent) {
+        (Some(up), _) => (local, Upstream::new(up, lctx.fwmark), local.ip()),
+        (None, Transparent::Tproxy) => (local, Upstream::new(local, lctx.fwmark), local.ip()),
+        (None, Transparent::Redirect) => match stream
+            .fd()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+            .and_then(|fd| origdst::original_dst(&fd, local.is_ipv6()))
+        {
+            Ok(orig) => (local, Upstream::new(orig, lctx.fwmark), orig.ip()),
+            Err(e) => {
+                tracing::warn!(listener = %lctx.label, %peer, error = %e, "no original destination (is the nftables REDIRECT in place?); closing");
+                return None;
+            }
+        },
+    })
+}
+
+/// Loop guards. (1) A transparent listener reached directly (no
+/// REDIRECT/TPROXY in front) would "forward" to itself. (2) One of our own
+/// upstream connections came back to us (the fwmark bypass is missing or
+/// does not match): forwarding it again would multiply connections until
+/// file descriptors run out. The cause, if refused.
+async fn loop_guard(
+    lctx: &ListenerCtx,
+    peer: SocketAddr,
+    local: SocketAddr,
+    upstream: &Upstream,
+) -> Option<&'static str> {
+    // Where this connection was headed: the original destination in
+    // transparent modes, our own listening address otherwise.
+    let arrived_for = if lctx.upstream.is_some() {
+        local
+    } else {
+        upstream.addr
+    };
+    if upstream::is_own(peer, arrived_for).await {
+        Some("loop")
+    } else if lctx.upstream.is_none()
+        && not_intercepted(lctx.transparent, local, upstream.addr, lctx.addr)
+    {
+        Some("not_intercepted")
+    } else {
+        None
+    }
+}
+
+/// Reset a connection the loop guards refused; counted, logged (limited).
+fn refuse(shared: &Shared, lctx: &ListenerCtx, peer: SocketAddr, stream: Client, reason: &str) {
+    Metrics::get()
+        .connections_refused
+        .with_label_values(&[&lctx.label, reason])
+        .inc();
+    if shared.log.warn_admit() {
+        tracing::warn!(listener = %lctx.label, %peer, reason, "refusing connection: {}", if reason == "loop" {
+            "it is one of icpgate's own upstream connections (check upstream_fwmark and the nftables bypass)"
+        } else {
+            "not intercepted (its destination is the listener itself)"
+        });
+    }
+    stream.reset();
+}
+
+/// The client's first bytes, then the path for them. Nothing yet: wait
+/// briefly for the client to speak; then whoever speaks first decides
+/// (see [`first_speaker`]). First one read without a timer: a client's
+/// first bytes usually follow its handshake within microseconds (a
+/// registered socket: after one turn of the event loop; with deferred
+/// accept they are queued already and the socket need not even enter
+/// epoll, see `client`). Arming (then cancelling) the server-first timer
+/// for every connection costs more.
+async fn first_bytes(
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    mut stream: Client,
+    mut buf: Vec<u8>,
+    mut header_deadline: tokio::time::Instant,
+) {
     if buf.is_empty() {
-        if !lctx.defer_accept {
+        if !info.listener.defer_accept {
             tokio::task::yield_now().await;
         }
         match read_now(&mut stream, &mut buf).await {
@@ -173,7 +203,7 @@ pub async fn handle(
     }
     let mut pre = None;
     if buf.is_empty() {
-        let wait = tokio::time::Instant::now() + server_first_wait(limits, info.peer);
+        let wait = tokio::time::Instant::now() + server_first_wait(&shared.limits, info.peer);
         match timeout_at(wait, stream.read_buf(&mut buf)).await {
             Err(_) => match first_speaker(&shared, &info, &mut stream, &mut buf, None).await {
                 First::Server(up, said) => {
@@ -183,8 +213,7 @@ pub async fn handle(
                 First::Client(up) => {
                     // The header timeout runs from the client's first byte.
                     pre = up;
-                    header_deadline = tokio::time::Instant::now()
-                        + Duration::from_millis(limits.header_timeout_ms);
+                    header_deadline = tokio::time::Instant::now() + shared.limits.header_timeout();
                 }
                 First::Gone => return,
             },
@@ -232,7 +261,7 @@ pub(crate) async fn dispatch(
                 return h1::serve(shared, info, stream, buf, header_deadline, pre, depth).await;
             }
             sniff::Kind::Other => {
-                shared.metrics.sniffed(Sniffed::Other);
+                Metrics::get().sniffed(Sniffed::Other);
                 no_name(&shared, &info, stream, buf, pre).await;
                 return;
             }
@@ -243,7 +272,7 @@ pub(crate) async fn dispatch(
             }
             sniff::Kind::NeedMore => {
                 if let Err(e) = read_more(&mut stream, &mut buf, header_deadline, cap).await {
-                    count_early(&shared, &e);
+                    count_early(&e);
                     return;
                 }
             }
@@ -321,7 +350,7 @@ pub(crate) async fn first_speaker(
         None => match info.upstream.connect(limits.connect_timeout()).await {
             Ok(up) => Some(up),
             Err(e) => {
-                upstream_error(shared, info, &e);
+                upstream_error(info, &e);
                 None
             }
         },
@@ -371,7 +400,7 @@ async fn server_spoke_first(
     up: Tracked,
     said: Vec<u8>,
 ) {
-    shared.metrics.sniffed(Sniffed::Nothing);
+    Metrics::get().sniffed(Sniffed::Nothing);
     let started = Instant::now();
     let d = shared.policy.decide_no_name(Some(info.dst));
     record(shared, Proto::Other, &d, "", info, started);
@@ -428,10 +457,10 @@ fn not_intercepted(
     }
 }
 
-pub(crate) fn count_early(shared: &Shared, e: &Early) {
+pub(crate) fn count_early(e: &Early) {
     match e {
-        Early::Incomplete => shared.metrics.sniffed(Sniffed::Incomplete),
-        Early::Invalid(_) => shared.metrics.sniffed(Sniffed::Invalid),
+        Early::Incomplete => Metrics::get().sniffed(Sniffed::Incomplete),
+        Early::Invalid(_) => Metrics::get().sniffed(Sniffed::Invalid),
         Early::Io => {}
     }
 }
@@ -521,7 +550,7 @@ pub(crate) async fn passthrough(
         None => match info.upstream.connect(limits.connect_timeout()).await {
             Ok(s) => s,
             Err(e) => {
-                upstream_error(shared, info, &e);
+                upstream_error(info, &e);
                 client.reset();
                 return;
             }
@@ -540,7 +569,7 @@ pub(crate) async fn passthrough(
         }
     };
     if let Some(rest) = first.get(sent..).filter(|r| !r.is_empty()) {
-        let idle = Duration::from_secs(shared.limits.idle_timeout_secs);
+        let idle = shared.limits.idle();
         if !write_within(&mut *up, rest, idle).await {
             return;
         }
@@ -554,7 +583,7 @@ pub(crate) async fn passthrough(
         &mut client,
         &mut up,
         limits.copy_buffer_bytes,
-        Duration::from_secs(limits.idle_timeout_secs),
+        limits.idle(),
     )
     .await;
 }

@@ -33,7 +33,6 @@ pub struct Shared {
     /// their datagrams are dropped.
     pub quic_block: crate::config::QuicBlock,
     pub quic_hold_secs: u64,
-    pub metrics: &'static Metrics,
     pub top: TopBlocked,
     /// Names recently allowed, for the traffic-aware table guard.
     pub recent: Arc<crate::flip::Recent>,
@@ -104,9 +103,8 @@ pub fn record(
     info: &ConnInfo,
     started: Instant,
 ) {
-    shared.metrics.decision(proto, d.action, d.reason);
-    shared
-        .metrics
+    Metrics::get().decision(proto, d.action, d.reason);
+    Metrics::get()
         .decision_duration
         .observe(started.elapsed().as_secs_f64());
     if d.action == Action::Allow {
@@ -120,9 +118,8 @@ pub fn record(
     }
 }
 
-pub(crate) fn upstream_error(shared: &Shared, info: &ConnInfo, e: &std::io::Error) {
-    shared
-        .metrics
+pub(crate) fn upstream_error(info: &ConnInfo, e: &std::io::Error) {
+    Metrics::get()
         .upstream_errors
         .with_label_values(&[&info.listener.label])
         .inc();

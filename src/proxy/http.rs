@@ -3,7 +3,6 @@
 //! (`tls = "page"`). The HTTP data path itself is [`super::h1`].
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -143,7 +142,7 @@ fn server_builder(shared: &Shared) -> hyper::server::conn::http1::Builder {
         .half_close(true)
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(shared.limits.header_timeout_ms))
+        .header_read_timeout(shared.limits.header_timeout())
         .max_buf_size(shared.limits.max_sniff_bytes.max(8192));
     b
 }

@@ -3,7 +3,7 @@
 //! through untouched or carry out the block action (reset, alert, page).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 
@@ -16,6 +16,7 @@ use super::upstream::Tracked;
 use crate::block;
 use crate::config::TlsBlock;
 use crate::decision::{now_unix, Action, Decision};
+use crate::metrics::Metrics;
 use crate::metrics::{Proto, Sniffed};
 use crate::sniff::tls;
 
@@ -36,7 +37,7 @@ pub(crate) async fn tls_conn(
         match tls::parse_within(&buf, max_hs) {
             tls::Parse::Found(h) => break h,
             tls::Parse::Invalid(why) => {
-                shared.metrics.sniffed(Sniffed::Invalid);
+                Metrics::get().sniffed(Sniffed::Invalid);
                 let started = Instant::now();
                 match shared.policy.decide_bad_hello(&why, info.dst) {
                     Some(d) if d.action == Action::WouldBlock => {
@@ -57,13 +58,13 @@ pub(crate) async fn tls_conn(
             }
             tls::Parse::NeedMore => {
                 if let Err(e) = read_more(&mut stream, &mut buf, deadline, cap).await {
-                    count_early(&shared, &e);
+                    count_early(&e);
                     return;
                 }
             }
         }
     };
-    shared.metrics.sniffed(Sniffed::Tls);
+    Metrics::get().sniffed(Sniffed::Tls);
     let started = Instant::now();
     let blocked = {
         let snap = shared.table.load();
@@ -118,7 +119,7 @@ async fn tls_block_owned(
         }
         (TlsBlock::Page, Some(acceptor)) => {
             let io = Prefixed::new(buf, stream);
-            let deadline = Duration::from_millis(shared.limits.header_timeout_ms);
+            let deadline = shared.limits.header_timeout();
             let tls = match tokio::time::timeout(deadline, acceptor.accept(io)).await {
                 Ok(Ok(s)) => s,
                 _ => return,

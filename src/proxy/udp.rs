@@ -33,6 +33,7 @@ use super::ctx::{record, upstream_error, ConnInfo, ListenerCtx, Shared};
 use super::upstream::set_transparent;
 use crate::config::{QuicBlock, Transparent};
 use crate::decision::{Action, Decision, Reason};
+use crate::metrics::Metrics;
 use crate::metrics::{quic_drop, Proto};
 use crate::sniff::quic::{self, QuicError, Step};
 
@@ -167,7 +168,7 @@ impl ListenerCtx {
 }
 
 fn drop_count(reason: &str) {
-    crate::metrics::Metrics::get()
+    Metrics::get()
         .quic_dropped
         .with_label_values(&[reason])
         .inc();
@@ -391,14 +392,14 @@ impl Udp {
         let up = match connect(info).and_then(UdpSocket::from_std) {
             Ok(s) => s,
             Err(e) => {
-                upstream_error(&self.shared, info, &e);
+                upstream_error(info, &e);
                 return;
             }
         };
         let reply = match self.reply(key) {
             Ok(r) => r,
             Err(e) => {
-                upstream_error(&self.shared, info, &e);
+                upstream_error(info, &e);
                 return;
             }
         };
@@ -458,14 +459,14 @@ impl Udp {
 
     fn insert(&mut self, key: Key, st: State) {
         if self.flows.insert(key, st).is_none() {
-            self.shared.metrics.quic_flows.inc();
+            Metrics::get().quic_flows.inc();
         }
     }
 
     fn remove(&mut self, key: &Key) -> Option<State> {
         let st = self.flows.remove(key);
         if st.is_some() {
-            self.shared.metrics.quic_flows.dec();
+            Metrics::get().quic_flows.dec();
         }
         st
     }
@@ -492,7 +493,7 @@ impl Udp {
             }
             keep
         });
-        self.shared.metrics.quic_flows.sub(gone);
+        Metrics::get().quic_flows.sub(gone);
     }
 }
 

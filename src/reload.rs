@@ -566,7 +566,9 @@ impl Reloader {
             };
             let mut pending: Option<FileSig> = None;
             let loaded = |me: &Self| me.state.lock().ok().and_then(|st| st.file_sig);
-            let mut next = tokio::time::Instant::now() + next_look(None, loaded(&self), every);
+            // The first look at once: a change made between the first load
+            // and the watch's setup sent its event to nobody.
+            let mut next = tokio::time::Instant::now();
             loop {
                 let event = match events.as_mut() {
                     Some(ev) => tokio::select! {

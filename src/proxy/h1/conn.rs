@@ -115,28 +115,7 @@ pub async fn serve(
             .await;
         }
         (Next::Tunnel { connect: false }, Some(up)) => {
-            // Splicing needs the reactor's socket.
-            let Ok(mut client) = client.into_registered() else {
-                return;
-            };
-            let mut upstream = up.s;
-            // Bytes already read past the heads go first; a peer that
-            // does not take them is as idle as a silent tunnel.
-            let idle = shared.limits.idle();
-            if !write_within(&mut *upstream, &cbuf, idle).await
-                || !write_within(&mut client, &ubuf, idle).await
-            {
-                return;
-            }
-            drop((cbuf, ubuf));
-            let limits = &shared.limits;
-            crate::proxy::pipe::pipe(
-                &mut client,
-                &mut upstream,
-                limits.copy_buffer_bytes,
-                limits.idle(),
-            )
-            .await;
+            websocket(&shared, client, up.s, cbuf, ubuf).await;
         }
         (Next::Pipe, up) => {
             let up = match (up, depth) {
@@ -153,6 +132,36 @@ pub async fn serve(
         (_, Some(up)) if depth == 0 => info.listener.pool.put(up.addr, up.s),
         (_, _) => {}
     }
+}
+
+/// After a WebSocket upgrade (101): a blind byte tunnel, the only way an
+/// HTTP connection stops being read. Bytes already read past the heads go
+/// first; a peer that does not take them is as idle as a silent tunnel.
+async fn websocket(
+    shared: &Shared,
+    client: Client,
+    mut upstream: Tracked,
+    cbuf: Vec<u8>,
+    ubuf: Vec<u8>,
+) {
+    // Splicing needs the reactor's socket.
+    let Ok(mut client) = client.into_registered() else {
+        return;
+    };
+    let idle = shared.limits.idle();
+    if !write_within(&mut *upstream, &cbuf, idle).await
+        || !write_within(&mut client, &ubuf, idle).await
+    {
+        return;
+    }
+    drop((cbuf, ubuf));
+    crate::proxy::pipe::pipe(
+        &mut client,
+        &mut upstream,
+        shared.limits.copy_buffer_bytes,
+        idle,
+    )
+    .await;
 }
 
 impl Conn<'_> {
@@ -399,111 +408,12 @@ impl Conn<'_> {
             self.obuf
                 .extend_from_slice(&self.cbuf[f.end..f.end + sent_body]);
         }
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            let got = if attempt == 1 {
-                self.upstream().await
-            } else {
-                self.connect().await
-            };
-            if got.is_err() {
-                return self.fail(502).await;
-            }
-            let Some(up) = self.up.as_mut() else {
-                return self.fail(502).await;
-            };
-            // Only a request with nothing left to send is retried, and only
-            // once, when a reused connection turns out closed.
-            let retry = up.reused && attempt == 1 && body_done;
-            let out: &[u8] = if f.verbatim {
-                &self.cbuf[f.start..f.end + sent_body]
-            } else {
-                &self.obuf
-            };
-            if !write_within(&mut *up.s, out, idle).await {
-                self.up = None;
-                if retry {
-                    continue;
-                }
-                return self.fail(502).await;
-            }
-            up.reused = true;
-            self.ubuf.clear();
-            if body_done {
-                let head = read_response_head(
-                    &mut *up.s,
-                    &mut self.client,
-                    &mut self.ubuf,
-                    &mut self.obuf,
-                    f,
-                    idle,
-                )
-                .await;
-                match head {
-                    Ok(r) => {
-                        self.cbuf.drain(..f.end + sent_body);
-                        break r;
-                    }
-                    Err(HeadErr::NothingYet) if retry => {
-                        self.up = None;
-                        continue;
-                    }
-                    Err(HeadErr::Client) => {
-                        self.up = None;
-                        return Next::Close;
-                    }
-                    Err(_) => return self.fail(502).await,
-                }
-            }
-            // The rest of the body streams while we wait for the response
-            // (an interim 100 may be what the client waits for; an early
-            // final response ends the exchange).
-            self.cbuf.drain(..f.end + sent_body);
-            let head = {
-                let Ok(client) = self.client.registered() else {
-                    self.up = None;
-                    return Next::Close;
-                };
-                let (mut cr, mut cw) = client.split();
-                let (mut ur, mut uw) = up.s.split();
-                let body = relay(
-                    &mut cr,
-                    &mut uw,
-                    &mut self.cbuf,
-                    f.body,
-                    sent_body as u64,
-                    chunked.clone(),
-                    idle,
-                    cap,
-                );
-                let head =
-                    read_response_head(&mut ur, &mut cw, &mut self.ubuf, &mut self.obuf, f, idle);
-                tokio::pin!(body, head);
-                loop {
-                    tokio::select! {
-                        r = &mut body, if !body_done => match r {
-                            Ok(()) => body_done = true,
-                            Err(()) => break None,
-                        },
-                        h = &mut head => break Some(h),
-                    }
-                }
-            };
-            match head {
-                None => {
-                    // The client's body broke off (or was malformed): nothing
-                    // sane can follow on either connection.
-                    self.up = None;
-                    return Next::Close;
-                }
-                Some(Ok(r)) => break r,
-                Some(Err(HeadErr::Client)) => {
-                    self.up = None;
-                    return Next::Close;
-                }
-                Some(Err(_)) => return self.fail(502).await,
-            }
+        let resp = match self
+            .send_and_await_head(f, sent_body, &mut body_done, chunked, idle, cap)
+            .await
+        {
+            Ok(r) => r,
+            Err(next) => return next,
         };
         if body_done {
             return self.respond(f, resp, body_done, cap).await;
@@ -524,6 +434,145 @@ impl Conn<'_> {
             self.linger_close().await;
         }
         next
+    }
+
+    /// Send the request head (and the body bytes that came with it) on an
+    /// upstream connection — once more on a new one if a reused connection
+    /// turns out closed before any answer and nothing is left to send —
+    /// then the response head. `Err`: the exchange is over (answered with
+    /// an error, or closed).
+    async fn send_and_await_head(
+        &mut self,
+        f: Fwd,
+        sent_body: usize,
+        body_done: &mut bool,
+        chunked: Chunked,
+        idle: Duration,
+        cap: usize,
+    ) -> Result<Resp, Next> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let got = if attempt == 1 {
+                self.upstream().await
+            } else {
+                self.connect().await
+            };
+            if got.is_err() {
+                return Err(self.fail(502).await);
+            }
+            let Some(up) = self.up.as_mut() else {
+                return Err(self.fail(502).await);
+            };
+            // Only a request with nothing left to send is retried, and only
+            // once, when a reused connection turns out closed.
+            let retry = up.reused && attempt == 1 && *body_done;
+            let out: &[u8] = if f.verbatim {
+                &self.cbuf[f.start..f.end + sent_body]
+            } else {
+                &self.obuf
+            };
+            if !write_within(&mut *up.s, out, idle).await {
+                self.up = None;
+                if retry {
+                    continue;
+                }
+                return Err(self.fail(502).await);
+            }
+            up.reused = true;
+            self.ubuf.clear();
+            if !*body_done {
+                // The rest of the body streams while we wait for the
+                // response (an interim 100 may be what the client waits
+                // for; an early final response ends the exchange).
+                self.cbuf.drain(..f.end + sent_body);
+                return self
+                    .stream_until_head(f, sent_body, chunked, body_done, idle, cap)
+                    .await;
+            }
+            let head = read_response_head(
+                &mut *up.s,
+                &mut self.client,
+                &mut self.ubuf,
+                &mut self.obuf,
+                f,
+                idle,
+            )
+            .await;
+            match head {
+                Ok(r) => {
+                    self.cbuf.drain(..f.end + sent_body);
+                    return Ok(r);
+                }
+                Err(HeadErr::NothingYet) if retry => {
+                    self.up = None;
+                }
+                Err(HeadErr::Client) => {
+                    self.up = None;
+                    return Err(Next::Close);
+                }
+                Err(_) => return Err(self.fail(502).await),
+            }
+        }
+    }
+
+    /// Relay the rest of the request body while reading the response head.
+    async fn stream_until_head(
+        &mut self,
+        f: Fwd,
+        sent_body: usize,
+        chunked: Chunked,
+        body_done: &mut bool,
+        idle: Duration,
+        cap: usize,
+    ) -> Result<Resp, Next> {
+        let Some(up) = self.up.as_mut() else {
+            return Err(Next::Close);
+        };
+        let head = {
+            let Ok(client) = self.client.registered() else {
+                self.up = None;
+                return Err(Next::Close);
+            };
+            let (mut cr, mut cw) = client.split();
+            let (mut ur, mut uw) = up.s.split();
+            let body = relay(
+                &mut cr,
+                &mut uw,
+                &mut self.cbuf,
+                f.body,
+                sent_body as u64,
+                chunked,
+                idle,
+                cap,
+            );
+            let head =
+                read_response_head(&mut ur, &mut cw, &mut self.ubuf, &mut self.obuf, f, idle);
+            tokio::pin!(body, head);
+            loop {
+                tokio::select! {
+                    r = &mut body, if !*body_done => match r {
+                        Ok(()) => *body_done = true,
+                        Err(()) => break None,
+                    },
+                    h = &mut head => break Some(h),
+                }
+            }
+        };
+        match head {
+            None => {
+                // The client's body broke off (or was malformed): nothing
+                // sane can follow on either connection.
+                self.up = None;
+                Err(Next::Close)
+            }
+            Some(Ok(r)) => Ok(r),
+            Some(Err(HeadErr::Client)) => {
+                self.up = None;
+                Err(Next::Close)
+            }
+            Some(Err(_)) => Err(self.fail(502).await),
+        }
     }
 
     /// Send the response head (and body) to the client.
@@ -655,7 +704,8 @@ pub(super) fn plan(
                 simple(obuf, 400, Some(reason));
                 return Plan::Answer { linger: true };
             }
-            // Shadow mode: forwarded as it came, the refusal recorded.
+            // Shadow mode: forwarded as it came, the refusal recorded (one
+            // decision per request: unsound framing is recorded instead).
             return match frame_request(buf, req, end, obuf, depth) {
                 Some(f) => {
                     record(shared, Proto::Http, &d, "", info, started);
@@ -681,32 +731,7 @@ pub(super) fn plan(
             None => shared.policy.decide_no_name(Some(info.dst)),
         };
         if d.action == Action::Block {
-            let name = host.as_ref().map(Host::text).unwrap_or_default();
-            record(shared, Proto::Http, &d, &name, info, started);
-            let block = OwnedBlock::from(&d);
-            drop(snap);
-            let raw_host = req
-                .headers
-                .iter()
-                .find(|h| eq(h.name, "host"))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-                .unwrap_or(target);
-            let registrable = match (&host, apex) {
-                (_, Some(a)) => Cow::Borrowed(a),
-                (Some(h), None) => registrable_of(h),
-                (None, None) => Cow::Borrowed(""),
-            };
-            block_answer(shared, raw_host.trim(), &registrable, &block, obuf);
-            // Linger only when more bytes are known to be on their way: a
-            // request body, or pipelined bytes already here (nginx's
-            // heuristic). A keep-alive client reads our `Connection: close`
-            // before it sends again.
-            let done = end == buf.len()
-                && !req
-                    .headers
-                    .iter()
-                    .any(|h| eq(h.name, "content-length") || eq(h.name, "transfer-encoding"));
-            return Plan::Answer { linger: !done };
+            return block_plan(shared, info, buf, req, end, &host, apex, &d, obuf, started);
         }
         // Shadow mode: reported under its name like a block.
         let name = (d.action == Action::WouldBlock).then(|| {
@@ -737,4 +762,45 @@ pub(super) fn plan(
         }
         None => refusal(shared, info, obuf, 400, Reason::BadRequest),
     }
+}
+
+/// A request blocked by its name: the block page in `obuf`, counted and
+/// logged under the name; linger only when more bytes are known to be on
+/// their way (a request body, or pipelined bytes already here: nginx's
+/// heuristic). A keep-alive client reads our `Connection: close` before it
+/// sends again.
+#[allow(clippy::too_many_arguments)]
+fn block_plan(
+    shared: &Shared,
+    info: &ConnInfo,
+    buf: &[u8],
+    req: &httparse::Request<'_, '_>,
+    end: usize,
+    host: &Option<Host<'_>>,
+    apex: Option<&str>,
+    d: &Decision<'_>,
+    obuf: &mut Vec<u8>,
+    started: Instant,
+) -> Plan {
+    let name = host.as_ref().map(Host::text).unwrap_or_default();
+    record(shared, Proto::Http, d, &name, info, started);
+    let block = OwnedBlock::from(d);
+    let raw_host = req
+        .headers
+        .iter()
+        .find(|h| eq(h.name, "host"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .unwrap_or(req.path.unwrap_or(""));
+    let registrable = match (host, apex) {
+        (_, Some(a)) => Cow::Borrowed(a),
+        (Some(h), None) => registrable_of(h),
+        (None, None) => Cow::Borrowed(""),
+    };
+    block_answer(shared, raw_host.trim(), &registrable, &block, obuf);
+    let done = end == buf.len()
+        && !req
+            .headers
+            .iter()
+            .any(|h| eq(h.name, "content-length") || eq(h.name, "transfer-encoding"));
+    Plan::Answer { linger: !done }
 }

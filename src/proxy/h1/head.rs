@@ -253,75 +253,18 @@ pub(super) fn frame_request(
     let target = req.path.unwrap_or("");
     let method = req.method.unwrap_or("");
     let http10 = req.version == Some(0);
-    let mut length: Option<u64> = None;
-    let mut te = false;
-    let mut te_chunked_last = false;
-    let mut bad = false;
-    let mut hop = false;
-    // A hop-by-hop header other than `Connection: keep-alive`.
-    let mut hop_other = false;
-    let mut close = http10;
-    let mut conn_upgrade = false;
-    let mut upgrade_hdr = false;
-    // An upgrade to anything but WebSocket (h2c included).
-    let mut bad_upgrade = false;
-    let mut named = Named::new();
-    for h in req.headers.iter() {
-        let n = h.name;
-        if eq(n, "content-length") {
-            match (content_length(h.value), length) {
-                (None, _) => bad = true,
-                (Some(v), Some(prev)) if v != prev => bad = true,
-                (Some(v), _) => length = Some(v),
-            }
-        } else if eq(n, "transfer-encoding") {
-            te = true;
-            for t in tokens(h.value) {
-                if te_chunked_last {
-                    // Something after `chunked`, or `chunked` twice.
-                    bad = true;
-                }
-                te_chunked_last = t.eq_ignore_ascii_case(b"chunked");
-            }
-        } else if eq(n, "connection") {
-            hop = true;
-            hop_other |= !only_keep_alive(h.value);
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"upgrade") {
-                    conn_upgrade = true;
-                } else if !t.eq_ignore_ascii_case(b"keep-alive") && !named.add(t) {
-                    bad = true;
-                }
-            }
-        } else if is_hop_header(n) {
-            hop = true;
-            hop_other = true;
-        } else if eq(n, "http2-settings") {
-            bad_upgrade = true;
-        } else if eq(n, "upgrade") {
-            upgrade_hdr = true;
-            if tokens(h.value).any(|t| !t.eq_ignore_ascii_case(b"websocket")) {
-                bad_upgrade = true;
-            }
-        }
-    }
-    if te && (http10 || !te_chunked_last) {
-        bad = true;
-    }
+    let h = ReqHeaders::scan(req.headers, http10);
     let connect = eq(method, "CONNECT");
-    if bad || (connect && depth >= MAX_TUNNEL_DEPTH) {
+    if h.bad || (connect && depth >= MAX_TUNNEL_DEPTH) {
         return None;
     }
     // TE with CL: chunked wins, CL is dropped, and the connection closes
     // after the response (RFC 9112 §6.1).
-    let te_and_cl = te && length.is_some();
-    close |= te_and_cl;
-    let body = if te {
+    let te_and_cl = h.te && h.length.is_some();
+    let body = if h.te {
         Body::Chunked
     } else {
-        match length {
+        match h.length {
             Some(0) | None => Body::None,
             Some(n) => Body::Length(n),
         }
@@ -330,7 +273,7 @@ pub(super) fn frame_request(
     // streams name any authority without another decision, and any other
     // protocol but WebSocket would be a blind pipe: the offer is removed
     // (clients then go on in HTTP/1.1; RFC 9113 §3.1 for h2c).
-    let upgrade = upgrade_hdr && conn_upgrade && !bad_upgrade;
+    let upgrade = h.upgrade_hdr && h.conn_upgrade && !h.bad_upgrade;
     let abs_form = !connect && !target.starts_with('/') && target != "*";
     let start = skip_empty_lines(&buf[..end]);
     let f = Fwd {
@@ -339,18 +282,118 @@ pub(super) fn frame_request(
         // `Connection: keep-alive` alone on HTTP/1.1 is what we would say
         // to the upstream ourselves (its pooled connection stays open): it
         // may go as it came.
-        verbatim: (!hop || (!hop_other && !http10)) && !te_and_cl && !abs_form && !bad_upgrade,
+        verbatim: (!h.hop || (!h.hop_other && !http10))
+            && !te_and_cl
+            && !abs_form
+            && !h.bad_upgrade,
         body,
-        close,
+        close: h.close || te_and_cl,
         upgrade,
         connect,
         head: eq(method, "HEAD"),
     };
-    if f.verbatim {
-        return Some(f);
+    if !f.verbatim {
+        rewrite_request(&buf[start..end], req, &h, &f, te_and_cl, abs_form, obuf);
     }
-    // Rewrite: request line (origin-form), kept header lines as they came.
-    let head = &buf[start..end];
+    Some(f)
+}
+
+/// What a request's headers say about its framing and its hop.
+struct ReqHeaders<'b> {
+    length: Option<u64>,
+    te: bool,
+    bad: bool,
+    hop: bool,
+    /// A hop-by-hop header other than `Connection: keep-alive`.
+    hop_other: bool,
+    close: bool,
+    conn_upgrade: bool,
+    upgrade_hdr: bool,
+    /// An upgrade to anything but WebSocket (h2c included).
+    bad_upgrade: bool,
+    /// Header names `Connection` listed.
+    named: Named<'b>,
+}
+
+impl<'b> ReqHeaders<'b> {
+    fn scan(headers: &[httparse::Header<'b>], http10: bool) -> Self {
+        let mut h = ReqHeaders {
+            length: None,
+            te: false,
+            bad: false,
+            hop: false,
+            hop_other: false,
+            close: http10,
+            conn_upgrade: false,
+            upgrade_hdr: false,
+            bad_upgrade: false,
+            named: Named::new(),
+        };
+        let mut te_chunked_last = false;
+        for hd in headers {
+            let n = hd.name;
+            if eq(n, "content-length") {
+                match (content_length(hd.value), h.length) {
+                    (None, _) => h.bad = true,
+                    (Some(v), Some(prev)) if v != prev => h.bad = true,
+                    (Some(v), _) => h.length = Some(v),
+                }
+            } else if eq(n, "transfer-encoding") {
+                h.te = true;
+                for t in tokens(hd.value) {
+                    if te_chunked_last {
+                        // Something after `chunked`, or `chunked` twice.
+                        h.bad = true;
+                    }
+                    te_chunked_last = t.eq_ignore_ascii_case(b"chunked");
+                }
+            } else if eq(n, "connection") {
+                h.hop = true;
+                h.hop_other |= !only_keep_alive(hd.value);
+                for t in tokens(hd.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        h.close = true;
+                    } else if t.eq_ignore_ascii_case(b"upgrade") {
+                        h.conn_upgrade = true;
+                    } else if !t.eq_ignore_ascii_case(b"keep-alive") && !h.named.add(t) {
+                        h.bad = true;
+                    }
+                }
+            } else if is_hop_header(n) {
+                h.hop = true;
+                h.hop_other = true;
+            } else if eq(n, "http2-settings") {
+                h.bad_upgrade = true;
+            } else if eq(n, "upgrade") {
+                h.upgrade_hdr = true;
+                if tokens(hd.value).any(|t| !t.eq_ignore_ascii_case(b"websocket")) {
+                    h.bad_upgrade = true;
+                }
+            }
+        }
+        if h.te && (http10 || !te_chunked_last) {
+            h.bad = true;
+        }
+        h
+    }
+}
+
+/// The head as it goes upstream, into `obuf`: the request line (made
+/// origin-form, with the authority as Host where HTTP/1.0 named it in the
+/// target alone), the header lines as they came minus the hop-by-hop ones
+/// and a removed upgrade offer.
+fn rewrite_request(
+    head: &[u8],
+    req: &httparse::Request<'_, '_>,
+    h: &ReqHeaders<'_>,
+    f: &Fwd,
+    te_and_cl: bool,
+    abs_form: bool,
+    obuf: &mut Vec<u8>,
+) {
+    let target = req.path.unwrap_or("");
+    let method = req.method.unwrap_or("");
+    let http10 = req.version == Some(0);
     obuf.reserve(head.len() + 64);
     if abs_form {
         let after = target.find("://").map_or(target, |i| &target[i + 3..]);
@@ -369,7 +412,7 @@ pub(super) fn frame_request(
         // HTTP/1.0 may name its host in the target alone: made origin-form,
         // the request carries it as Host (or the origin would serve its
         // default site, not the name decided on).
-        if !req.headers.iter().any(|h| eq(h.name, "host")) {
+        if !req.headers.iter().any(|hd| eq(hd.name, "host")) {
             if let Ok(Some(auth)) = crate::sniff::http::target_authority(target, false) {
                 obuf.extend_from_slice(b"Host: ");
                 obuf.extend_from_slice(auth.as_bytes());
@@ -379,25 +422,85 @@ pub(super) fn frame_request(
     } else {
         obuf.extend_from_slice(first_line(head));
     }
-    for (line, h) in header_lines(head, req.headers) {
-        let n = h.name;
+    for (line, hd) in header_lines(head, req.headers) {
+        let n = hd.name;
         let drop = is_hop_header(n)
             || (te_and_cl && eq(n, "content-length"))
-            || (bad_upgrade && (eq(n, "upgrade") || eq(n, "http2-settings")))
-            || (named.has(n)
+            || (h.bad_upgrade && (eq(n, "upgrade") || eq(n, "http2-settings")))
+            || (h.named.has(n)
                 && !eq(n, "transfer-encoding")
                 && !eq(n, "content-length")
                 && !eq(n, "host")
-                && (!upgrade || !eq(n, "upgrade")));
+                && (!f.upgrade || !eq(n, "upgrade")));
         if !drop {
             obuf.extend_from_slice(line);
         }
     }
-    if upgrade {
+    if f.upgrade {
         obuf.extend_from_slice(b"Connection: upgrade\r\n");
     }
     obuf.extend_from_slice(b"\r\n");
-    Some(f)
+}
+
+/// What a response's headers say about its framing and its hop.
+struct RespHeaders<'b> {
+    length: Option<u64>,
+    te: bool,
+    te_chunked_last: bool,
+    hop: bool,
+    /// A hop-by-hop header other than `Connection: keep-alive`.
+    hop_other: bool,
+    /// The upstream closes after it (or HTTP/1.0 without keep-alive).
+    up_close: bool,
+    named: Named<'b>,
+}
+
+impl<'b> RespHeaders<'b> {
+    /// `None`: conflicting or malformed lengths (the response is bad).
+    fn scan(headers: &[httparse::Header<'b>], http11: bool) -> Option<Self> {
+        let mut h = RespHeaders {
+            length: None,
+            te: false,
+            te_chunked_last: false,
+            hop: false,
+            hop_other: false,
+            up_close: !http11,
+            named: Named::new(),
+        };
+        for hd in headers {
+            let n = hd.name;
+            if eq(n, "content-length") {
+                let v = content_length(hd.value)?;
+                if h.length.is_some_and(|p| p != v) {
+                    return None;
+                }
+                h.length = Some(v);
+            } else if eq(n, "transfer-encoding") {
+                h.te = true;
+                h.te_chunked_last = tokens(hd.value)
+                    .last()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            } else if eq(n, "connection") {
+                h.hop = true;
+                h.hop_other |= !only_keep_alive(hd.value);
+                for t in tokens(hd.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        h.up_close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        if !http11 {
+                            h.up_close = false;
+                        }
+                    } else if !t.eq_ignore_ascii_case(b"upgrade") {
+                        h.named.add(t);
+                    }
+                }
+            } else if is_hop_header(n) {
+                h.hop = true;
+                h.hop_other = true;
+            }
+        }
+        Some(h)
+    }
 }
 
 /// Framing and hop-by-hop handling of an upstream response head.
@@ -410,46 +513,15 @@ pub(super) fn plan_response(
 ) -> Option<Resp> {
     let status = resp.code?;
     let http11 = resp.version == Some(1);
-    let mut length: Option<u64> = None;
-    let mut te = false;
-    let mut te_chunked_last = false;
-    let mut hop = false;
-    // A hop-by-hop header other than `Connection: keep-alive`.
-    let mut hop_other = false;
-    let mut up_close = !http11;
-    let mut named = Named::new();
-    for h in resp.headers.iter() {
-        let n = h.name;
-        if eq(n, "content-length") {
-            let v = content_length(h.value)?;
-            if length.is_some_and(|p| p != v) {
-                return None;
-            }
-            length = Some(v);
-        } else if eq(n, "transfer-encoding") {
-            te = true;
-            te_chunked_last = tokens(h.value)
-                .last()
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if eq(n, "connection") {
-            hop = true;
-            hop_other |= !only_keep_alive(h.value);
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    up_close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    if !http11 {
-                        up_close = false;
-                    }
-                } else if !t.eq_ignore_ascii_case(b"upgrade") {
-                    named.add(t);
-                }
-            }
-        } else if is_hop_header(n) {
-            hop = true;
-            hop_other = true;
-        }
-    }
+    let RespHeaders {
+        length,
+        te,
+        te_chunked_last,
+        hop,
+        hop_other,
+        up_close,
+        named,
+    } = RespHeaders::scan(resp.headers, http11)?;
     let tunnel = (status == 101 && f.upgrade) || (f.connect && (200..300).contains(&status));
     if status == 101 && !f.upgrade {
         return None;

@@ -698,21 +698,7 @@ pub(super) fn plan(
     let host = match request_host(target, connect, http10, &mut hosts) {
         Ok(h) => h,
         Err(reason) => {
-            let d = shared.policy.refuse(reason, Some(info.dst));
-            if d.action == Action::Block {
-                record(shared, Proto::Http, &d, "", info, started);
-                simple(obuf, 400, Some(reason));
-                return Plan::Answer { linger: true };
-            }
-            // Shadow mode: forwarded as it came, the refusal recorded (one
-            // decision per request: unsound framing is recorded instead).
-            return match frame_request(buf, req, end, obuf, depth) {
-                Some(f) => {
-                    record(shared, Proto::Http, &d, "", info, started);
-                    Plan::Forward(f)
-                }
-                None => refusal(shared, info, obuf, 400, Reason::BadRequest),
-            };
+            return host_refused(shared, info, buf, req, end, obuf, depth, reason, started)
         }
     };
     // Allowed (or passed): counted once the framing is known to be sound.
@@ -758,6 +744,37 @@ pub(super) fn plan(
                 _ => "",
             };
             record(shared, Proto::Http, &d, shown, info, started);
+            Plan::Forward(f)
+        }
+        None => refusal(shared, info, obuf, 400, Reason::BadRequest),
+    }
+}
+
+/// A request whose host cannot be decided on (R10, a malformed Host, a
+/// target of the wrong form): 400 with the reason; in shadow mode forwarded
+/// as it came with the refusal recorded (one decision per request: unsound
+/// framing is recorded instead).
+#[allow(clippy::too_many_arguments)]
+fn host_refused(
+    shared: &Shared,
+    info: &ConnInfo,
+    buf: &[u8],
+    req: &httparse::Request<'_, '_>,
+    end: usize,
+    obuf: &mut Vec<u8>,
+    depth: u8,
+    reason: Reason,
+    started: Instant,
+) -> Plan {
+    let d = shared.policy.refuse(reason, Some(info.dst));
+    if d.action == Action::Block {
+        record(shared, Proto::Http, &d, "", info, started);
+        simple(obuf, 400, Some(reason));
+        return Plan::Answer { linger: true };
+    }
+    match frame_request(buf, req, end, obuf, depth) {
+        Some(f) => {
+            record(shared, Proto::Http, &d, "", info, started);
             Plan::Forward(f)
         }
         None => refusal(shared, info, obuf, 400, Reason::BadRequest),

@@ -846,7 +846,9 @@ impl Flow {
     /// client sent.
     pub fn close_packet(&self, out: &mut Vec<u8>) -> Result<(), QuicError> {
         let c = self.conn.as_ref().ok_or(QuicError::NoInitial)?;
-        close_packet(
+        // The flow's own keys: no second derivation.
+        close_with(
+            &c.keys.local,
             c.version,
             c.dcid.as_bytes(),
             c.scid.as_bytes(),
@@ -958,12 +960,24 @@ pub fn close_packet(
     out: &mut Vec<u8>,
 ) -> Result<(), QuicError> {
     let keys = initial_keys(version, client_dcid, rustls::Side::Server)?;
+    close_with(&keys.local, version, client_dcid, client_scid, max_len, out)
+}
+
+/// [`close_packet`] with the server's initial keys already derived.
+fn close_with(
+    local: &rustls::quic::DirectionalKeys,
+    version: Version,
+    client_dcid: &[u8],
+    client_scid: &[u8],
+    max_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), QuicError> {
     let mut frame = Vec::with_capacity(8);
     for v in [FRAME_CONNECTION_CLOSE, CLOSE_ERROR_CODE, FRAME_CRYPTO, 0] {
         put_varint(&mut frame, v);
     }
     seal_initial(
-        &keys.local,
+        local,
         version,
         client_scid,
         client_dcid,

@@ -338,12 +338,12 @@ impl Conn<'_> {
     /// An upstream connection for this client: the one we hold, one from
     /// the pool, or a new one.
     async fn upstream(&mut self) -> Result<(), ()> {
-        let addr = self.info.upstream.key();
-        if let Some(up) = &self.up {
-            if up.addr == addr {
-                return Ok(());
-            }
+        // The connection held is the one for this client's destination and
+        // source: they do not change while the client connection lives.
+        if self.up.is_some() {
+            return Ok(());
         }
+        let addr = self.info.upstream.key();
         if self.depth > 0 {
             // In a tunnel: once it is gone there is no other way there.
             return Err(());

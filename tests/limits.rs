@@ -12,16 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// kB from /proc/PID/status.
-fn status_kb(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Raise this test process's own descriptor limit to its hard limit.
 fn raise_own_nofile() -> u64 {
     let mut l = libc::rlimit {

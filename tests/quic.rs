@@ -256,16 +256,6 @@ fn an_unfinished_hello_is_given_up() {
     assert_eq!(srv.accepted.load(Ordering::SeqCst), 0);
 }
 
-/// kB from /proc/PID/status.
-fn status_kb(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Memory per idle allowed QUIC flow: a captured client Initial (one
 /// datagram, SNI allowed) replayed from 2,000 client sockets; each becomes
 /// an allowed flow relayed to the server; then all idle. A guard against

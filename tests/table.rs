@@ -352,16 +352,6 @@ fn bombs_and_endless_rows_stop_early() {
     );
 }
 
-/// kB from /proc/PID/status.
-fn status_kb(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 const BOUND_KB: u64 = 256 * 1024;
 
 /// `icpgate validate` on a bomb: rejected, peak RSS well under the bound.

@@ -16,6 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use super::client::Client;
+use super::upstream::{set_int, set_transparent};
 use socket2::{Domain, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -218,22 +219,7 @@ fn socket(
     if cfg.transport == crate::config::Transport::Udp {
         return udp_socket(cfg, addr, reuse_port);
     }
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    sock.set_reuse_address(true)?;
-    if reuse_port {
-        sock.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    if cfg.upstream.is_none() && cfg.transparent == Transparent::Tproxy {
-        if addr.is_ipv6() {
-            const IPV6_TRANSPARENT: libc::c_int = 75;
-            set_int(&sock, libc::SOL_IPV6, IPV6_TRANSPARENT, 1)?;
-        } else {
-            sock.set_ip_transparent(true)?;
-        }
-    }
+    let sock = base_socket(cfg, addr, Type::STREAM, reuse_port)?;
     if cfg.defer_accept {
         // Seconds; 1 as nginx's `deferred`: a client that stays silent is
         // handed over at the next handshake retransmission instead.
@@ -250,11 +236,16 @@ fn socket(
     Ok(sock)
 }
 
-/// A UDP listener socket (QUIC): SO_REUSEPORT across workers (the kernel
-/// keeps each flow on one of them); under TPROXY, IP_TRANSPARENT and the
-/// original destination of each datagram (IP_RECVORIGDSTADDR).
-fn udp_socket(cfg: &ListenerConfig, addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+/// What TCP and UDP listeners share: address reuse (SO_REUSEPORT across
+/// workers), v6-only for v6 addresses, and under TPROXY the right to
+/// receive traffic for addresses that are not local.
+fn base_socket(
+    cfg: &ListenerConfig,
+    addr: SocketAddr,
+    ty: Type,
+    reuse_port: bool,
+) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), ty, None)?;
     sock.set_reuse_address(true)?;
     if reuse_port {
         sock.set_reuse_port(true)?;
@@ -263,7 +254,17 @@ fn udp_socket(cfg: &ListenerConfig, addr: SocketAddr, reuse_port: bool) -> io::R
         sock.set_only_v6(true)?;
     }
     if cfg.upstream.is_none() && cfg.transparent == Transparent::Tproxy {
-        super::upstream::set_transparent(&sock, addr.is_ipv6())?;
+        set_transparent(&sock, addr.is_ipv6())?;
+    }
+    Ok(sock)
+}
+
+/// A UDP listener socket (QUIC): SO_REUSEPORT across workers (the kernel
+/// keeps each flow on one of them); under TPROXY, IP_TRANSPARENT and the
+/// original destination of each datagram (IP_RECVORIGDSTADDR).
+fn udp_socket(cfg: &ListenerConfig, addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let sock = base_socket(cfg, addr, Type::DGRAM, reuse_port)?;
+    if cfg.upstream.is_none() && cfg.transparent == Transparent::Tproxy {
         if addr.is_ipv6() {
             set_int(&sock, libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, 1)?;
         } else {
@@ -275,29 +276,4 @@ fn udp_socket(cfg: &ListenerConfig, addr: SocketAddr, reuse_port: bool) -> io::R
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(sock)
-}
-
-/// An integer socket option socket2 has no setter for.
-fn set_int(
-    sock: &socket2::Socket,
-    level: libc::c_int,
-    opt: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt reads an int we own for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            opt,
-            &value as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }

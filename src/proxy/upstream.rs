@@ -204,25 +204,34 @@ const IPV6_TRANSPARENT: libc::c_int = 75;
 /// Make `sock` able to bind a non-local address (the client's).
 pub fn set_transparent(sock: &Socket, v6: bool) -> io::Result<()> {
     if v6 {
-        let one: libc::c_int = 1;
-        use std::os::fd::AsRawFd;
-        // SAFETY: setsockopt reads an int we own for the duration of the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_IPV6,
-                IPV6_TRANSPARENT,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        set_int(sock, libc::SOL_IPV6, IPV6_TRANSPARENT, 1)
     } else {
         sock.set_ip_transparent(true)
+    }
+}
+
+/// An integer socket option socket2 has no setter for.
+pub(crate) fn set_int(
+    sock: &Socket,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads an int we own for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            opt,
+            &value as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -477,3 +477,13 @@ pub fn http_upstream() -> SocketAddr {
     });
     addr
 }
+
+/// kB from /proc/PID/status (`VmRSS:`, `VmHWM:`, …).
+pub fn status_kb(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}

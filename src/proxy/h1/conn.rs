@@ -15,7 +15,7 @@ use crate::proxy::chunked::Chunked;
 use crate::proxy::client::Client;
 use crate::proxy::ctx::{record, registrable_of, write_within, ConnInfo, OwnedBlock, Shared};
 use crate::proxy::upstream::Tracked;
-use crate::sniff::http::{header_slots, request_host};
+use crate::sniff::http::header_slots;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -687,15 +687,7 @@ pub(super) fn plan(
 ) -> Plan {
     let started = Instant::now();
     obuf.clear();
-    let target = req.path.unwrap_or("");
-    let http10 = req.version == Some(0);
-    let mut hosts = req
-        .headers
-        .iter()
-        .filter(|h| eq(h.name, "host"))
-        .map(|h| h.value);
-    let connect = eq(req.method.unwrap_or(""), "CONNECT");
-    let host = match request_host(target, connect, http10, &mut hosts) {
+    let host = match host_of(req) {
         Ok(h) => h,
         Err(reason) => {
             return host_refused(shared, info, buf, req, end, obuf, depth, reason, started)

@@ -201,6 +201,25 @@ pub enum Pure {
     },
 }
 
+/// The host a parsed request is for (its target and Host headers; see
+/// [`request_host`]), or the reason it names none that can be decided.
+pub(super) fn host_of<'a>(
+    req: &httparse::Request<'_, 'a>,
+) -> Result<Option<crate::hostname::Host<'a>>, Reason> {
+    let mut hosts = req
+        .headers
+        .iter()
+        .filter(|h| eq(h.name, "host"))
+        .map(|h| h.value);
+    let connect = eq(req.method.unwrap_or(""), "CONNECT");
+    request_host(
+        req.path.unwrap_or(""),
+        connect,
+        req.version == Some(0),
+        &mut hosts,
+    )
+}
+
 #[doc(hidden)]
 pub fn plan_pure(buf: &[u8]) -> Pure {
     let mut slots = header_slots();
@@ -210,14 +229,7 @@ pub fn plan_pure(buf: &[u8]) -> Pure {
         Ok(httparse::Status::Partial) => return Pure::NeedMore,
         Err(_) => return Pure::Invalid,
     };
-    let target = req.path.unwrap_or("");
-    let mut hosts = req
-        .headers
-        .iter()
-        .filter(|h| eq(h.name, "host"))
-        .map(|h| h.value);
-    let connect = eq(req.method.unwrap_or(""), "CONNECT");
-    let host = match request_host(target, connect, req.version == Some(0), &mut hosts) {
+    let host = match host_of(&req) {
         Ok(h) => h.map(|h| h.to_string()),
         Err(r) => return Pure::Refused(r),
     };

@@ -228,26 +228,33 @@ fn undecidable_datagrams_are_dropped_and_counted() {
     assert_eq!(srv.accepted.load(Ordering::SeqCst), 0);
 }
 
-/// A client that stops after half of a ClientHello: the flow is given up
-/// at the header timeout, counted, and nothing reached the server.
-#[test]
-fn an_unfinished_hello_is_given_up() {
-    let srv = server();
-    let (_p, proxy, admin) = proxy_for(srv.addr, "[limits]\nheader_timeout_ms = 500\n");
-    // Capture a real two-Initial hello from quinn aimed at a UDP socket that
-    // never answers, and replay only its first datagram.
+/// The first datagram quinn sends for `www.example.com.cn`, captured at a
+/// UDP socket that never answers; `extra_alpn` as for [`echo`] (100 makes
+/// the hello span two Initials).
+fn first_initial(srv: &Server, extra_alpn: usize) -> Vec<u8> {
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let sink_addr = sink.local_addr().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cert = srv.cert.clone();
     rt.spawn(async move {
-        let _ = echo(sink_addr, "www.example.com.cn", &cert, 100, b"x").await;
+        let _ = echo(sink_addr, "www.example.com.cn", &cert, extra_alpn, b"x").await;
     });
     let mut buf = [0u8; 2048];
     let (n, _) = sink.recv_from(&mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+/// A client that stops after half of a ClientHello: the flow is given up
+/// at the header timeout, counted, and nothing reached the server.
+#[test]
+fn an_unfinished_hello_is_given_up() {
+    let srv = server();
+    let (_p, proxy, admin) = proxy_for(srv.addr, "[limits]\nheader_timeout_ms = 500\n");
+    // A real two-Initial hello from quinn; only its first datagram is sent.
+    let first = first_initial(&srv, 100);
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-    c.send_to(&buf[..n], proxy).unwrap();
+    c.send_to(&first, proxy).unwrap();
     let t = Instant::now();
     while metric(admin, "icpgate_quic_dropped_total{reason=\"incomplete\"}") < 1.0 {
         assert!(t.elapsed() < Duration::from_secs(5), "not given up");
@@ -265,17 +272,7 @@ fn an_unfinished_hello_is_given_up() {
 fn idle_quic_flows_are_small() {
     let srv = server();
     let (p, proxy, admin) = proxy_for(srv.addr, "");
-    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let sink_addr = sink.local_addr().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let cert = srv.cert.clone();
-    rt.spawn(async move {
-        let _ = echo(sink_addr, "www.example.com.cn", &cert, 0, b"x").await;
-    });
-    let mut buf = [0u8; 2048];
-    let (n, _) = sink.recv_from(&mut buf).unwrap();
-    let initial = buf[..n].to_vec();
+    let initial = first_initial(&srv, 0);
     let flows = |want: f64| {
         let t = Instant::now();
         while metric(admin, "icpgate_quic_flows_active") < want {

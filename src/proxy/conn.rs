@@ -587,22 +587,3 @@ pub(crate) async fn passthrough(
     )
     .await;
 }
-
-/// Pipe `client` ⇄ `up`, the client's bytes `first` (already read) sent
-/// first.
-pub(crate) async fn pipe_from(shared: &Shared, client: Client, mut up: Tracked, first: Vec<u8>) {
-    let Ok(mut client) = client.into_registered() else {
-        return;
-    };
-    if !write_within(&mut *up, &first, shared.limits.idle()).await {
-        return;
-    }
-    drop(first);
-    pipe::pipe(
-        &mut client,
-        &mut up,
-        shared.limits.copy_buffer_bytes,
-        shared.limits.idle(),
-    )
-    .await;
-}

@@ -126,7 +126,6 @@ pub(crate) fn upstream_error(info: &ConnInfo, e: &std::io::Error) {
     tracing::debug!(upstream = %info.upstream.addr, error = %e, "upstream connect failed");
 }
 
-/// Connect upstream, send what the client already sent, then copy.
 /// `w.write_all(bytes)`, given `idle` to finish; false if it failed or
 /// timed out. Nothing to write is done at once.
 pub(crate) async fn write_within<W>(w: &mut W, bytes: &[u8], idle: Duration) -> bool

@@ -82,9 +82,7 @@ pub fn render_block<R>(
     f: impl FnOnce(&BlockAnswer, &block::Filled<'_>) -> R,
 ) -> R {
     let request_id = block::request_id();
-    let loaded = Some(crate::decision::unix_secs(
-        shared.table.load().meta.loaded_at,
-    ));
+    let loaded = crate::decision::unix_secs(shared.table.load().meta.loaded_at);
     let answer = BlockAnswer {
         status: StatusCode::from_u16(shared.page.status()).unwrap_or(StatusCode::FORBIDDEN),
         reason: block.reason,
@@ -92,10 +90,7 @@ pub fn render_block<R>(
     };
     STAMPS.with_borrow_mut(|[now, table]| {
         let time = now.get(crate::decision::now_unix());
-        let table_time = match loaded {
-            Some(secs) => table.get(secs),
-            None => "—",
-        };
+        let table_time = table.get(loaded);
         let page = shared.page.fill(&PageInput {
             host,
             registrable,

@@ -293,9 +293,9 @@ impl Udp {
         let started = Instant::now();
         let shared = self.shared.clone();
         let policy = &shared.policy;
-        let (d, name): (Decision<'static>, String) = match step {
+        let d: Decision<'static> = match step {
             Ok(Step::Hello(hello)) => {
-                let snap = shared.table.load_full();
+                let snap = shared.table.load();
                 let d = shared.policy.decide_hello(
                     &snap,
                     &hello,
@@ -305,22 +305,25 @@ impl Udp {
                 );
                 let name = hello
                     .sni
-                    .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned())
+                    .as_ref()
+                    .map(|s| String::from_utf8_lossy(s.as_bytes()))
                     .unwrap_or_default();
+                record(&shared, Proto::Quic, &d, &name, &info, started);
                 // Detached from the snapshot (the reason is what counts).
-                (
-                    Decision {
-                        action: d.action,
-                        reason: d.reason,
-                        matched: None,
-                    },
-                    name,
-                )
+                Decision {
+                    action: d.action,
+                    reason: d.reason,
+                    matched: None,
+                }
             }
             // The client gave up before its hello was complete.
             Ok(Step::Closed) | Ok(Step::NeedMore) => return,
             Err(e) => match failure(&e) {
-                Ok(reason) => (policy.refuse(reason, Some(info.dst)), String::new()),
+                Ok(reason) => {
+                    let d = policy.refuse(reason, Some(info.dst));
+                    record(&shared, Proto::Quic, &d, "", &info, started);
+                    d
+                }
                 Err(drop_reason) => {
                     if policy.mode_for(Some(info.dst)) == crate::decision::Mode::Shadow {
                         // Shadow mode changes nothing: forwarded, recorded.
@@ -334,7 +337,6 @@ impl Udp {
                 }
             },
         };
-        record(&shared, Proto::Quic, &d, &name, &info, started);
         if d.action == Action::Block {
             self.block(key, &q).await;
         } else {

@@ -41,7 +41,7 @@ fn is_tchar(b: u8) -> bool {
 /// server accept them as separators) and what Python's `str.split()` also
 /// splits on in a Latin-1 line (0x1C–0x1F, NEL 0x85, NBSP 0xA0). LF is not
 /// among them: it ends the line.
-pub fn is_line_space(b: u8) -> bool {
+fn is_line_space(b: u8) -> bool {
     matches!(
         b,
         b' ' | b'\t' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f | 0x85 | 0xa0

@@ -117,17 +117,10 @@ pub async fn serve(
         (Next::Tunnel { connect: false }, Some(up)) => {
             websocket(&shared, client, up.s, cbuf, ubuf).await;
         }
+        // In a tunnel whose end is gone: nowhere to forward to.
+        (Next::Pipe, None) if depth > 0 => {}
         (Next::Pipe, up) => {
-            let up = match (up, depth) {
-                (Some(up), _) => up.s,
-                (None, 0) => match info.upstream.connect(shared.limits.connect_timeout()).await {
-                    Ok(s) => s,
-                    Err(_) => return client.reset(),
-                },
-                // In a tunnel whose end is gone: nowhere to forward to.
-                (None, _) => return,
-            };
-            crate::proxy::conn::pipe_from(&shared, client, up, cbuf).await;
+            crate::proxy::conn::passthrough(&shared, &info, client, cbuf, up.map(|u| u.s)).await;
         }
         (_, Some(up)) if depth == 0 => info.listener.pool.put(up.addr, up.s),
         (_, _) => {}
@@ -374,11 +367,7 @@ impl Conn<'_> {
                 Ok(())
             }
             Err(e) => {
-                Metrics::get()
-                    .upstream_errors
-                    .with_label_values(&[&self.info.listener.label])
-                    .inc();
-                tracing::debug!(upstream = %self.info.upstream.addr, error = %e, "upstream connect failed");
+                crate::proxy::ctx::upstream_error(self.info, &e);
                 Err(())
             }
         }

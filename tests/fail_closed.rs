@@ -340,6 +340,25 @@ fn connect_tunnels_are_sniffed_again() {
     let r = read_to_end(&mut s);
     assert!(r.contains("403 Forbidden"), "{r}");
     assert_eq!(recv(), b"");
+    // A CONNECT whose "body" is the tunnel's first request: a proxy that
+    // ignores the framing would take it as tunnel data. Refused; nothing
+    // reaches the upstream.
+    let hidden = "GET /x HTTP/1.1\r\nHost: unknown.cn\r\n\r\n";
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        format!(
+            "CONNECT www.example.com.cn:443 HTTP/1.1\r\nHost: www.example.com.cn:443\r\n\
+             Content-Length: {}\r\n\r\n{hidden}",
+            hidden.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let r = read_to_end(&mut s);
+    assert_eq!(status_of(&r), 400, "{r}");
+    let got = rx.recv_timeout(Duration::from_millis(500));
+    assert!(got.as_ref().map_or(true, |g| g.is_empty()), "{got:?}");
     assert!(
         p.metric("icpgate_decisions_total{decision=\"block\",protocol=\"tls\",reason=\"unfiled\"}")
             == 1.0

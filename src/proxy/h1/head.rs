@@ -253,8 +253,8 @@ pub fn plan_pure(buf: &[u8]) -> Pure {
 /// upstream (in `obuf` unless `verbatim`): hop-by-hop headers dropped, an
 /// absolute-form target made origin-form, upgrades other than WebSocket
 /// (h2c included) removed. `None`: unsound framing (conflicting lengths,
-/// `Transfer-Encoding` not ending in `chunked`, ...) or a `CONNECT` nested
-/// deeper than `MAX_TUNNEL_DEPTH` — refused (400), never forwarded.
+/// `Transfer-Encoding` not ending in `chunked`, ...), a `CONNECT` with a body
+/// or nested deeper than `MAX_TUNNEL_DEPTH` — refused (400), never forwarded.
 pub(super) fn frame_request(
     buf: &[u8],
     req: &httparse::Request<'_, '_>,
@@ -268,6 +268,11 @@ pub(super) fn frame_request(
     let h = ReqHeaders::scan(req.headers, http10);
     let connect = eq(method, "CONNECT");
     if h.bad || (connect && depth >= MAX_TUNNEL_DEPTH) {
+        return None;
+    }
+    // A CONNECT has no content (RFC 9110 §9.3.6): bytes framed as its body
+    // would reach the tunnel unsniffed at a proxy that ignores the framing.
+    if connect && (h.te || h.length.is_some_and(|n| n > 0)) {
         return None;
     }
     // TE with CL: chunked wins, CL is dropped, and the connection closes

@@ -411,3 +411,38 @@ fn chromium_initials_through_icpgate() {
     assert_eq!(m("allow", "filed"), 1.0);
     assert_eq!(m("block", "unfiled"), 1.0);
 }
+
+/// An allowed flow relays its own connection, not a new one: from the same
+/// client address and port, the Initials of another connection (another
+/// Destination Connection ID, an unfiled SNI) are dropped and counted, and
+/// never reach the upstream; the first connection's own retransmissions
+/// still go through.
+#[test]
+fn a_new_connection_on_an_allowed_flow_is_not_relayed() {
+    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+    up.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (_p, proxy, admin) = proxy_for(up.local_addr().unwrap(), "");
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut buf = [0u8; 2048];
+    let filed = chromium("filed");
+    for d in &filed {
+        c.send_to(d, proxy).unwrap();
+    }
+    for d in &filed {
+        let (n, _) = up.recv_from(&mut buf).expect("the allowed flow relayed");
+        assert_eq!(&buf[..n], &d[..]);
+    }
+    for d in chromium("unfiled") {
+        c.send_to(&d, proxy).unwrap();
+    }
+    let t = Instant::now();
+    while metric(admin, "icpgate_quic_dropped_total{reason=\"no_flow\"}") < 2.0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "not dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A retransmission of the allowed connection's Initial: relayed; the
+    // other connection's datagrams were not (the next one in is this).
+    c.send_to(&filed[0], proxy).unwrap();
+    let (n, _) = up.recv_from(&mut buf).expect("the retransmission relayed");
+    assert_eq!(&buf[..n], &filed[0][..]);
+}

@@ -67,6 +67,10 @@ struct Relay {
     /// either way.
     last: AtomicU64,
     done: AtomicBool,
+    /// The Destination Connection ID of the client's first Initial, when
+    /// the flow was inspected: the Initial of another connection on the
+    /// same addresses is not relayed (it was never decided).
+    dcid: Option<Box<[u8]>>,
 }
 
 /// Where answers to a client go: the listener socket (fixed upstream), or a
@@ -97,6 +101,19 @@ impl Reply {
 }
 
 impl Relay {
+    /// Relay a client's datagram upstream, unless it opens a connection of
+    /// its own (dropped, counted as `no_flow`: it has no flow of its own).
+    /// Datagrams the socket cannot take now are lost, as on any UDP path.
+    fn forward(&self, data: &[u8]) {
+        if let Some(dcid) = &self.dcid {
+            if quic::opens_other_connection(data, dcid) {
+                drop_count(quic_drop::NO_FLOW);
+                return;
+            }
+        }
+        let _ = self.up.try_send(data);
+    }
+
     fn touch(&self, epoch: Instant) {
         self.last
             .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -216,9 +233,7 @@ impl Udp {
         match self.flows.get_mut(&key) {
             Some(State::Allowed(relay)) if !relay.done.load(Ordering::Relaxed) => {
                 relay.last.store(now_ms, Ordering::Relaxed);
-                // Datagrams: one that the socket cannot take now is lost,
-                // as on any UDP path.
-                let _ = relay.up.try_send(data);
+                relay.forward(data);
                 return;
             }
             Some(State::Blocked { until }) if now < *until => {
@@ -260,7 +275,7 @@ impl Udp {
             // R2: outside the mainland ranges, passed untouched.
             let d = self.shared.policy.decide_no_name(Some(info.dst));
             record(&self.shared, Proto::Quic, &d, "", &info, Instant::now());
-            self.allow(key, &info, vec![data.to_vec()]).await;
+            self.allow(key, &info, vec![data.to_vec()], None).await;
             return;
         }
         let mut q = quic::Flow::new(self.shared.limits.max_sniff_bytes);
@@ -329,7 +344,7 @@ impl Udp {
                         // Shadow mode changes nothing: forwarded, recorded.
                         let d = policy.refuse(Reason::BadRequest, Some(info.dst));
                         record(&shared, Proto::Quic, &d, "", &info, started);
-                        self.allow(key, &info, held).await;
+                        self.allow(key, &info, held, None).await;
                     } else {
                         drop_count(drop_reason);
                     }
@@ -340,7 +355,11 @@ impl Udp {
         if d.action == Action::Block {
             self.block(key, &q).await;
         } else {
-            self.allow(key, &info, held).await;
+            // Shadow mode changes nothing: its flows are not watched.
+            let watch = (d.action == Action::Allow)
+                .then(|| q.original_dcid())
+                .flatten();
+            self.allow(key, &info, held, watch).await;
         }
     }
 
@@ -390,7 +409,7 @@ impl Udp {
     }
 
     /// Connect the upstream, send what was held in order, relay the rest.
-    async fn allow(&mut self, key: Key, info: &ConnInfo, held: Vec<Vec<u8>>) {
+    async fn allow(&mut self, key: Key, info: &ConnInfo, held: Vec<Vec<u8>>, dcid: Option<&[u8]>) {
         let up = match connect(info).and_then(UdpSocket::from_std) {
             Ok(s) => s,
             Err(e) => {
@@ -412,6 +431,7 @@ impl Udp {
             up,
             last: AtomicU64::new(self.now_ms()),
             done: AtomicBool::new(false),
+            dcid: dcid.map(Box::from),
         });
         self.insert(key, State::Allowed(relay.clone()));
         let idle = self.shared.limits.flow_idle();
@@ -424,9 +444,7 @@ impl Udp {
             tokio::spawn(async move {
                 while !relay.done.load(Ordering::Relaxed) {
                     match tokio::time::timeout(idle, own.readable()).await {
-                        Ok(Ok(())) => match pump(&own, |d| {
-                            let _ = relay.up.try_send(d);
-                        }) {
+                        Ok(Ok(())) => match pump(&own, |d| relay.forward(d)) {
                             Ok(true) => relay.touch(epoch),
                             Ok(false) => {}
                             Err(_) => break,

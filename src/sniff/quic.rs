@@ -348,6 +348,31 @@ pub fn initial_keys(
     Ok(suite.keys(client_dcid, side, version.rustls()))
 }
 
+/// Does `datagram` open another connection than the allowed one whose
+/// client chose `original_dcid`? True for a client Initial with another
+/// Destination Connection ID that opens with the keys derived from that ID
+/// (a new connection's first flight, or a client's answer to a Retry). A
+/// client's later Initials carry the server's connection ID but the
+/// original keys, and retransmissions the original ID: false for both, and
+/// for anything that is not a long-header Initial. Allocates (keys, a copy
+/// of the packet): only Initials with another ID get this far.
+pub fn opens_other_connection(datagram: &[u8], original_dcid: &[u8]) -> bool {
+    let Ok(hdr) = parse_long_header(datagram) else {
+        return false;
+    };
+    if hdr.ty != PacketType::Initial || hdr.dcid == original_dcid {
+        return false;
+    }
+    let (Ok(keys), Some(packet)) = (
+        initial_keys(hdr.version, hdr.dcid, rustls::Side::Server),
+        datagram.get(..hdr.len),
+    ) else {
+        return false;
+    };
+    let mut scratch = vec![0u8; packet.len()];
+    open_packet(&keys.remote, &hdr, packet, &mut scratch, None).is_ok()
+}
+
 /// A decrypted packet.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Opened<'b> {

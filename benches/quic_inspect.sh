@@ -68,14 +68,17 @@ echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 for r in $(seq "$ROUNDS"); do
 	before=$(metric 'icpgate_decisions_total{decision="block",protocol="quic",reason="unfiled"}')
 	a=$(awk '{ print $14 + $15 }' "/proc/$PID/stat")
+	au=$(awk '{ print $14 }' "/proc/$PID/stat")
 	taskset -c 1 python3 "$W/flood.py" "$FLOWS"
 	sleep 0.3
 	b=$(awk '{ print $14 + $15 }' "/proc/$PID/stat")
+	bu=$(awk '{ print $14 }' "/proc/$PID/stat")
 	after=$(metric 'icpgate_decisions_total{decision="block",protocol="quic",reason="unfiled"}')
 	n=$(awk -v x="$after" -v y="$before" 'BEGIN { printf "%d", x - y }')
 	cpu_us=$(( (b - a) * 1000000 / TCK ))
-	awk -v n="$n" -v f="$FLOWS" -v c="$cpu_us" -v r="$r" 'BEGIN {
-		printf "round %d: %d of %d flows decided, %.2f µs of icpgate CPU per flow, %.0f flows per CPU-second\n", r, n, f, c / n, n / (c / 1e6)
+	user_us=$(( (bu - au) * 1000000 / TCK ))
+	awk -v n="$n" -v f="$FLOWS" -v c="$cpu_us" -v u="$user_us" -v r="$r" 'BEGIN {
+		printf "round %d: %d of %d flows decided, %.2f µs of icpgate CPU per flow (user %.2f, system %.2f), %.0f flows per CPU-second\n", r, n, f, c / n, u / n, (c - u) / n, n / (c / 1e6)
 	}'
 	# Blocked flows are held for quic_hold_secs (1 s here): the next
 	# round's flows may reuse client ports.

@@ -3,7 +3,8 @@
 //! re-framed into 100-byte records), a curl hello, a browser-like request
 //! head (classification, and the data path's request planner: parse, Host
 //! rules, framing), and a QUIC client Initial (RFC 9001 A.2: initial keys,
-//! header protection, decryption, frames, the ClientHello).
+//! header protection, decryption, frames, the ClientHello), Chromium's
+//! two-Initial hello, and the CONNECTION_CLOSE answer.
 //!
 //!   cargo bench --bench sniff
 use std::hint::black_box;
@@ -14,6 +15,8 @@ use icpgate::sniff::{self, quic, tls};
 
 const CHROMIUM: &[u8] = include_bytes!("../tests/fixtures/clienthello/chromium_pq.bin");
 const CURL: &[u8] = include_bytes!("../tests/fixtures/clienthello/curl.bin");
+const CHROMIUM_QUIC_0: &[u8] = include_bytes!("../tests/fixtures/quic/chromium156_unfiled_0.bin");
+const CHROMIUM_QUIC_1: &[u8] = include_bytes!("../tests/fixtures/quic/chromium156_unfiled_1.bin");
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("sniff");
@@ -57,6 +60,26 @@ fn bench(c: &mut Criterion) {
                 f.feed(black_box(&initial)),
                 Ok(quic::Step::Hello(_))
             ))
+        })
+    });
+    // Chromium 156's post-quantum hello: two Initials, CRYPTO in many
+    // small frames out of order; then the CONNECTION_CLOSE a block sends.
+    let (q0, q1) = (CHROMIUM_QUIC_0, CHROMIUM_QUIC_1);
+    g.bench_function("quic_chromium156_two_initials_to_hello", |b| {
+        b.iter(|| {
+            let mut f = quic::Flow::new(16 * 1024);
+            let _ = f.feed(black_box(q0));
+            black_box(matches!(f.feed(black_box(q1)), Ok(quic::Step::Hello(_))))
+        })
+    });
+    let mut f = quic::Flow::new(16 * 1024);
+    let _ = f.feed(q0);
+    let _ = f.feed(q1);
+    let mut out = Vec::with_capacity(256);
+    g.bench_function("quic_close_packet", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(f.close_packet(&mut out).is_ok())
         })
     });
     g.finish();

@@ -515,8 +515,7 @@ impl<'a> Frames<'a> {
         }
         match ty {
             FRAME_PADDING => {
-                let rest = r.b.get(r.p..).unwrap_or(&[]);
-                r.p += rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+                r.p += zeros(r.b.get(r.p..).unwrap_or(&[]));
                 Ok(Frame::Padding)
             }
             FRAME_PING => Ok(Frame::Ping),
@@ -565,6 +564,22 @@ impl<'a> Frames<'a> {
             other => Err(QuicError::ForbiddenFrame(other)),
         }
     }
+}
+
+/// How many zero bytes `b` starts with (PADDING runs are most of an
+/// Initial): eight at a time.
+fn zeros(b: &[u8]) -> usize {
+    let words = b.chunks_exact(8);
+    let tail = words.remainder();
+    let mut n = 0;
+    for w in words {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or([1; 8]));
+        if w != 0 {
+            return n + (w.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + tail.iter().position(|&x| x != 0).unwrap_or(tail.len())
 }
 
 impl<'a> Iterator for Frames<'a> {
@@ -1520,6 +1535,19 @@ mod tests {
             let h = parse_long_header(&dg).unwrap();
             assert_eq!(h.len, a.len());
             assert_eq!(parse_long_header(&dg[h.len..]).unwrap().len, zero_rtt.len());
+        }
+    }
+
+    #[test]
+    fn zero_runs() {
+        for len in 0..40 {
+            for first in 0..=len {
+                let mut b = vec![0u8; len];
+                if first < len {
+                    b[first] = 7;
+                }
+                assert_eq!(zeros(&b), first, "len {len}");
+            }
         }
     }
 

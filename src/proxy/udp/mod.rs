@@ -18,8 +18,9 @@
 //! keeps a flow on one socket), its flow table owned by that task; each
 //! allowed flow has a relay task for the upstream's answers.
 
+mod io;
+
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,8 +41,6 @@ use crate::sniff::quic::{self, QuicError, Step};
 /// Datagrams held per undecided flow (a post-quantum ClientHello takes 2;
 /// a client may retransmit).
 const MAX_HELD: usize = 16;
-/// Largest datagram read.
-const MAX_DATAGRAM: usize = 65_535;
 /// How often flows are looked at for expiry.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -83,19 +82,15 @@ enum Reply {
 }
 
 impl Reply {
-    async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Reply::Listener(s, to) => s.send_to(buf, *to).await,
-            Reply::Bound(s) => s.send(buf).await,
-        }
-    }
-
     /// Send now or not at all (a datagram the socket cannot take is lost,
-    /// as on any UDP path).
+    /// as on any UDP path). Straight to the system call: tokio's readiness
+    /// of a new socket is not known yet, and UDP sends need none.
     fn try_send(&self, buf: &[u8]) {
         let _ = match self {
-            Reply::Listener(s, to) => s.try_send_to(buf, *to),
-            Reply::Bound(s) => s.try_send(buf),
+            Reply::Listener(s, to) => {
+                socket2::SockRef::from(s.as_ref()).send_to(buf, &(*to).into())
+            }
+            Reply::Bound(s) => socket2::SockRef::from(s.as_ref()).send(buf),
         };
     }
 }
@@ -111,7 +106,7 @@ impl Relay {
                 return;
             }
         }
-        let _ = self.up.try_send(data);
+        let _ = socket2::SockRef::from(&self.up).send(data);
     }
 
     fn touch(&self, epoch: Instant) {
@@ -123,11 +118,11 @@ impl Relay {
 thread_local! {
     /// One receive buffer per worker thread: a relay holds none while its
     /// flow is idle.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM]);
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; io::MAX_DATAGRAM]);
 }
 
 /// Move every datagram waiting on `from` to `send`, now; whether any moved.
-fn pump(from: &UdpSocket, mut send: impl FnMut(&[u8])) -> io::Result<bool> {
+fn pump(from: &UdpSocket, mut send: impl FnMut(&[u8])) -> std::io::Result<bool> {
     SCRATCH.with(|b| {
         let mut b = b.borrow_mut();
         let mut moved = false;
@@ -137,7 +132,7 @@ fn pump(from: &UdpSocket, mut send: impl FnMut(&[u8])) -> io::Result<bool> {
                     moved = true;
                     send(b.get(..n).unwrap_or(&[]));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(moved),
                 Err(e) => return Err(e),
             }
         }
@@ -150,26 +145,51 @@ struct Udp {
     sock: Arc<UdpSocket>,
     flows: HashMap<Key, State>,
     epoch: Instant,
+    /// Answers to clients from the listener socket (CONNECTION_CLOSE),
+    /// sent together after each batch of datagrams.
+    out: io::SendBatch,
 }
 
-/// Serve one UDP listener socket (this worker's).
+/// Serve one UDP listener socket (this worker's): datagrams are read in
+/// batches ([`io::BATCH`] per system call), each handled in order, then
+/// the answers they produced are sent together.
 pub async fn serve(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, sock: UdpSocket) {
+    // The destination of every datagram: this socket's address, or under
+    // TPROXY each datagram's original destination.
+    let local = if lctx.transparent_udp() {
+        None
+    } else {
+        match sock.local_addr() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(listener = %lctx.label, error = %e, "UDP listener has no address");
+                return;
+            }
+        }
+    };
+    let sock = Arc::new(sock);
+    let fd = sock.as_raw_fd();
     let mut u = Udp {
         shared,
         lctx,
-        sock: Arc::new(sock),
+        sock: sock.clone(),
         flows: HashMap::new(),
         epoch: Instant::now(),
+        out: io::SendBatch::default(),
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut batch = io::RecvBatch::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            r = recv(&u.sock, &mut buf, u.lctx.transparent_udp()) => match r {
-                Ok((n, client, dst)) => {
-                    let data = buf.get(..n).unwrap_or(&[]);
-                    u.datagram(data, client, dst).await;
+            r = sock.async_io(Interest::READABLE, || batch.recv(fd, local)) => match r {
+                Ok(_) => {
+                    for (data, client, dst) in batch.datagrams() {
+                        u.datagram(data, client, dst);
+                    }
+                    if !u.out.is_empty() {
+                        u.out.flush(fd);
+                    }
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             },
@@ -185,10 +205,7 @@ impl ListenerCtx {
 }
 
 fn drop_count(reason: &str) {
-    Metrics::get()
-        .quic_dropped
-        .with_label_values(&[reason])
-        .inc();
+    Metrics::get().quic_drop(reason);
 }
 
 /// Why a flow's Initial could not be read: a drop reason, or a blocking
@@ -226,7 +243,7 @@ impl Udp {
         }
     }
 
-    async fn datagram(&mut self, data: &[u8], client: SocketAddr, dst: SocketAddr) {
+    fn datagram(&mut self, data: &[u8], client: SocketAddr, dst: SocketAddr) {
         let key = (client, dst);
         let now = Instant::now();
         let now_ms = self.now_ms();
@@ -251,11 +268,10 @@ impl Udp {
                     }
                     return;
                 }
-                let Some(State::Inspecting { quic, mut held, .. }) = self.remove(&key) else {
+                let Some(State::Inspecting { quic, held, .. }) = self.remove(&key) else {
                     return;
                 };
-                held.push(data.to_vec());
-                self.settle(key, *quic, held, step).await;
+                self.settle(key, *quic, held, data, step);
                 return;
             }
             // Expired allowed or blocked flows start again.
@@ -275,7 +291,7 @@ impl Udp {
             // R2: outside the mainland ranges, passed untouched.
             let d = self.shared.policy.decide_no_name(Some(info.dst));
             record(&self.shared, Proto::Quic, &d, "", &info, Instant::now());
-            self.allow(key, &info, vec![data.to_vec()], None).await;
+            self.allow(key, &info, Vec::new(), data, None);
             return;
         }
         let mut q = quic::Flow::new(self.shared.limits.max_sniff_bytes);
@@ -292,15 +308,17 @@ impl Udp {
             );
             return;
         }
-        self.settle(key, q, vec![data.to_vec()], step).await;
+        self.settle(key, q, Vec::new(), data, step);
     }
 
-    /// A flow's Initials said what they say: decide and act.
-    async fn settle(
+    /// A flow's Initials said what they say (`held`, then `last`): decide
+    /// and act.
+    fn settle(
         &mut self,
         key: Key,
         q: quic::Flow,
         held: Vec<Vec<u8>>,
+        last: &[u8],
         step: Result<Step, QuicError>,
     ) {
         let (client, dst) = key;
@@ -344,7 +362,7 @@ impl Udp {
                         // Shadow mode changes nothing: forwarded, recorded.
                         let d = policy.refuse(Reason::BadRequest, Some(info.dst));
                         record(&shared, Proto::Quic, &d, "", &info, started);
-                        self.allow(key, &info, held, None).await;
+                        self.allow(key, &info, held, last, None);
                     } else {
                         drop_count(drop_reason);
                     }
@@ -353,19 +371,19 @@ impl Udp {
             },
         };
         if d.action == Action::Block {
-            self.block(key, &q).await;
+            self.block(key, &q);
         } else {
             // Shadow mode changes nothing: its flows are not watched.
             let watch = (d.action == Action::Allow)
                 .then(|| q.original_dcid())
                 .flatten();
-            self.allow(key, &info, held, watch).await;
+            self.allow(key, &info, held, last, watch);
         }
     }
 
     /// Hold the flow blocked; answer with a CONNECTION_CLOSE unless told to
-    /// drop.
-    async fn block(&mut self, key: Key, q: &quic::Flow) {
+    /// drop (from the listener socket: queued for the batch's send).
+    fn block(&mut self, key: Key, q: &quic::Flow) {
         let hold = Duration::from_secs(self.shared.quic_hold_secs);
         self.insert(
             key,
@@ -376,17 +394,20 @@ impl Udp {
         if self.shared.quic_block != QuicBlock::Close {
             return;
         }
-        let mut out = Vec::with_capacity(128);
-        if q.close_packet(&mut out).is_err() {
+        if !self.lctx.transparent_udp() {
+            let _ = self.out.push(key.0, |out| q.close_packet(out));
             return;
         }
-        if let Ok(reply) = self.reply(key) {
-            let _ = reply.send(&out).await;
+        let mut out = Vec::with_capacity(128);
+        if q.close_packet(&mut out).is_ok() {
+            if let Ok(reply) = self.reply(key) {
+                reply.try_send(&out);
+            }
         }
     }
 
     /// The way back to a client.
-    fn reply(&self, (client, dst): Key) -> io::Result<Reply> {
+    fn reply(&self, (client, dst): Key) -> std::io::Result<Reply> {
         if !self.lctx.transparent_udp() {
             return Ok(Reply::Listener(self.sock.clone(), client));
         }
@@ -408,8 +429,16 @@ impl Udp {
         Ok(Reply::Bound(Arc::new(UdpSocket::from_std(sock.into())?)))
     }
 
-    /// Connect the upstream, send what was held in order, relay the rest.
-    async fn allow(&mut self, key: Key, info: &ConnInfo, held: Vec<Vec<u8>>, dcid: Option<&[u8]>) {
+    /// Connect the upstream, send what was held (`held`, then `last`) in
+    /// order, relay the rest.
+    fn allow(
+        &mut self,
+        key: Key,
+        info: &ConnInfo,
+        held: Vec<Vec<u8>>,
+        last: &[u8],
+        dcid: Option<&[u8]>,
+    ) {
         let up = match connect(info).and_then(UdpSocket::from_std) {
             Ok(s) => s,
             Err(e) => {
@@ -424,8 +453,9 @@ impl Udp {
                 return;
             }
         };
-        for d in &held {
-            let _ = up.send(d).await;
+        // A new socket: its send buffer takes these at once.
+        for d in held.iter().map(Vec::as_slice).chain([last]) {
+            let _ = socket2::SockRef::from(&up).send(d);
         }
         let relay = Arc::new(Relay {
             up,
@@ -519,7 +549,7 @@ impl Udp {
 
 /// An upstream UDP socket for a flow: the fwmark, the client's address as
 /// the source with `source = "client"`, connected to the upstream.
-fn connect(info: &ConnInfo) -> io::Result<std::net::UdpSocket> {
+fn connect(info: &ConnInfo) -> std::io::Result<std::net::UdpSocket> {
     let up = info.upstream;
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(up.addr),
@@ -535,95 +565,4 @@ fn connect(info: &ConnInfo) -> io::Result<std::net::UdpSocket> {
     }
     sock.connect(&up.addr.into())?;
     Ok(sock.into())
-}
-
-/// One datagram: its bytes, the client, and the destination it was sent to
-/// (the original destination under TPROXY, from IP_RECVORIGDSTADDR; the
-/// socket's own address otherwise).
-async fn recv(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-    transparent: bool,
-) -> io::Result<(usize, SocketAddr, SocketAddr)> {
-    if !transparent {
-        let (n, from) = sock.recv_from(buf).await?;
-        return Ok((n, from, sock.local_addr()?));
-    }
-    let fd = sock.as_raw_fd();
-    sock.async_io(Interest::READABLE, || recv_orig(fd, buf))
-        .await
-}
-
-/// `recvmsg` with the original destination from the control messages.
-fn recv_orig(fd: i32, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, SocketAddr)> {
-    // SAFETY: every pointer handed to recvmsg points at memory owned here
-    // and sized as the msghdr says; the control messages are read only
-    // within `msg_controllen` through the CMSG_* macros.
-    unsafe {
-        let mut from: libc::sockaddr_storage = std::mem::zeroed();
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut ctrl = [0u64; 32];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctrl.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&ctrl);
-        let n = libc::recvmsg(fd, &mut msg, 0);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let client = sockaddr_to(&from)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP peer"))?;
-        let mut dst = None;
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            let (level, ty) = ((*c).cmsg_level, (*c).cmsg_type);
-            if (level == libc::SOL_IP && ty == libc::IP_ORIGDSTADDR)
-                || (level == libc::SOL_IPV6 && ty == libc::IPV6_ORIGDSTADDR)
-            {
-                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-                let len = ((*c).cmsg_len as usize)
-                    .saturating_sub(libc::CMSG_LEN(0) as usize)
-                    .min(std::mem::size_of::<libc::sockaddr_storage>());
-                std::ptr::copy_nonoverlapping(
-                    libc::CMSG_DATA(c),
-                    (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
-                    len,
-                );
-                dst = sockaddr_to(&ss);
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-        let dst = dst
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no original destination"))?;
-        Ok((n as usize, client, dst))
-    }
-}
-
-fn sockaddr_to(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    // SAFETY: the family field says which sockaddr the storage holds.
-    unsafe {
-        match i32::from(ss.ss_family) {
-            libc::AF_INET => {
-                let a = &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
-                Some(SocketAddr::from((
-                    u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
-                    u16::from_be(a.sin_port),
-                )))
-            }
-            libc::AF_INET6 => {
-                let a = &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
-                Some(SocketAddr::from((
-                    a.sin6_addr.s6_addr,
-                    u16::from_be(a.sin6_port),
-                )))
-            }
-            _ => None,
-        }
-    }
 }

@@ -14,6 +14,10 @@
 //! Nothing here is a full QUIC stack: only what the client sends before the
 //! server has answered, which is all the proxy has to decide on.
 
+mod keys;
+
+pub use keys::{Keys, Side};
+
 use crate::sniff::tls;
 
 /// Longest connection ID of QUIC v1 and v2 (RFC 9000 §17.2).
@@ -94,11 +98,8 @@ impl Version {
         }
     }
 
-    fn rustls(self) -> rustls::quic::Version {
-        match self {
-            Version::V1 => rustls::quic::Version::V1,
-            Version::V2 => rustls::quic::Version::V2,
-        }
+    fn is_v2(self) -> bool {
+        self == Version::V2
     }
 }
 
@@ -333,19 +334,12 @@ pub fn parse_long_header(datagram: &[u8]) -> Result<LongHeader<'_>, QuicError> {
     })
 }
 
-/// Initial keys for `client_dcid` (RFC 9001 §5.2, RFC 9369 §3.3), from
-/// rustls' ring provider. `Side::Server` keys open what a client sends
-/// (`remote`) and seal what a server sends (`local`). Allocates.
-pub fn initial_keys(
-    version: Version,
-    client_dcid: &[u8],
-    side: rustls::Side,
-) -> Result<rustls::quic::Keys, QuicError> {
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
-        .tls13()
-        .and_then(|s| s.quic_suite())
-        .ok_or(QuicError::Keys)?;
-    Ok(suite.keys(client_dcid, side, version.rustls()))
+/// The Initial keys that protect `side`'s packets of the connection the
+/// client opened with `client_dcid` (RFC 9001 §5.2, RFC 9369 §3.3):
+/// `Side::Client` keys open what a client sends, `Side::Server` keys seal
+/// what a server sends.
+pub fn initial_keys(version: Version, client_dcid: &[u8], side: Side) -> Result<Keys, QuicError> {
+    Keys::initial(version.is_v2(), client_dcid, side).map_err(|_| QuicError::Keys)
 }
 
 /// Does `datagram` open another connection than the allowed one whose
@@ -364,13 +358,13 @@ pub fn opens_other_connection(datagram: &[u8], original_dcid: &[u8]) -> bool {
         return false;
     }
     let (Ok(keys), Some(packet)) = (
-        initial_keys(hdr.version, hdr.dcid, rustls::Side::Server),
+        initial_keys(hdr.version, hdr.dcid, Side::Client),
         datagram.get(..hdr.len),
     ) else {
         return false;
     };
     let mut scratch = vec![0u8; packet.len()];
-    open_packet(&keys.remote, &hdr, packet, &mut scratch, None).is_ok()
+    open_packet(&keys, &hdr, packet, &mut scratch, None).is_ok()
 }
 
 /// A decrypted packet.
@@ -401,12 +395,12 @@ fn decode_pn(largest: Option<u64>, truncated: u64, len: usize) -> u64 {
 
 /// Remove header protection from and decrypt the long header packet
 /// `packet` (exactly `hdr.len` bytes, as [`parse_long_header`] found it),
-/// with `keys` (`initial_keys(.., Side::Server).remote` for a client's
-/// packet). The packet is copied into `scratch`, which must be at least as
+/// with `keys` (`initial_keys(.., Side::Client)` for a client's packet).
+/// The packet is copied into `scratch`, which must be at least as
 /// long, and decrypted there: nothing is allocated. `largest_pn` is the
 /// largest packet number opened so far in this packet number space.
 pub fn open_packet<'b>(
-    keys: &rustls::quic::DirectionalKeys,
+    keys: &Keys,
     hdr: &LongHeader<'_>,
     packet: &[u8],
     scratch: &'b mut [u8],
@@ -425,24 +419,21 @@ pub fn open_packet<'b>(
             "packet too short for a header protection sample",
         ));
     };
-    if keys.header.sample_len() != SAMPLE_LEN {
-        return Err(QuicError::Keys);
-    }
+    let mask = keys.mask(sample).map_err(|_| QuicError::Decrypt)?;
     let buf = scratch.get_mut(..len).ok_or(QuicError::NoRoom)?;
     buf.copy_from_slice(packet);
-    let (first, rest) = buf.split_at_mut(1);
-    keys.header
-        .decrypt_in_place(
-            sample,
-            &mut first[0],
-            &mut rest[pn_offset - 1..pn_offset + 3],
-        )
-        .map_err(|_| QuicError::Decrypt)?;
+    // A long header: the low four bits of the first byte, then as many
+    // packet number bytes as they say (RFC 9001 §5.4.1).
+    buf[0] ^= mask[0] & 0x0f;
     let first = buf[0];
     let pn_len = usize::from(first & 3) + 1;
     let mut truncated = 0u64;
-    for &b in &buf[pn_offset..pn_offset + pn_len] {
-        truncated = (truncated << 8) | u64::from(b);
+    for (b, m) in buf[pn_offset..pn_offset + pn_len]
+        .iter_mut()
+        .zip(&mask[1..])
+    {
+        *b ^= m;
+        truncated = (truncated << 8) | u64::from(*b);
     }
     let pn = decode_pn(largest_pn, truncated, pn_len);
     let (header, payload) = buf.split_at_mut(pn_offset + pn_len);
@@ -450,8 +441,7 @@ pub fn open_packet<'b>(
         return Err(QuicError::Malformed("packet shorter than its tag"));
     }
     let payload = keys
-        .packet
-        .decrypt_in_place(pn, header, payload)
+        .open(pn, header, payload)
         .map_err(|_| QuicError::Decrypt)?;
     // Reserved bits are checked once both protections are off (RFC 9000
     // §17.2).
@@ -759,8 +749,8 @@ struct Conn {
     version: Version,
     dcid: Cid,
     scid: Cid,
-    /// `Side::Server` keys: `remote` opens client packets.
-    keys: rustls::quic::Keys,
+    /// The keys of the client's Initials.
+    keys: Keys,
 }
 
 /// The client side of one UDP flow, datagram by datagram, until its
@@ -891,7 +881,7 @@ impl Flow {
                 if hdr.dcid.len() < MIN_INITIAL_DCID_LEN {
                     return Err(QuicError::CidTooShort);
                 }
-                let keys = initial_keys(hdr.version, hdr.dcid, rustls::Side::Server)?;
+                let keys = initial_keys(hdr.version, hdr.dcid, Side::Client)?;
                 self.conn.insert(Conn {
                     version: hdr.version,
                     dcid: Cid::new(hdr.dcid)?,
@@ -903,13 +893,7 @@ impl Flow {
         if self.scratch.len() < packet.len() {
             self.scratch.resize(packet.len(), 0);
         }
-        let opened = open_packet(
-            &conn.keys.remote,
-            hdr,
-            packet,
-            &mut self.scratch,
-            self.largest_pn,
-        )?;
+        let opened = open_packet(&conn.keys, hdr, packet, &mut self.scratch, self.largest_pn)?;
         self.largest_pn = Some(self.largest_pn.map_or(opened.pn, |l| l.max(opened.pn)));
         // Check every frame before taking any CRYPTO data in.
         for f in frames(opened.payload) {
@@ -929,9 +913,11 @@ impl Flow {
     /// client sent.
     pub fn close_packet(&self, out: &mut Vec<u8>) -> Result<(), QuicError> {
         let c = self.conn.as_ref().ok_or(QuicError::NoInitial)?;
-        // The flow's own keys: no second derivation.
+        // The server's keys, derived only now: an allowed flow never
+        // needs them.
+        let server = initial_keys(c.version, c.dcid.as_bytes(), Side::Server)?;
         close_with(
-            &c.keys.local,
+            &server,
             c.version,
             c.dcid.as_bytes(),
             c.scid.as_bytes(),
@@ -947,7 +933,7 @@ impl Flow {
 /// The packet must fit in `max_len` bytes, or nothing is appended.
 #[allow(clippy::too_many_arguments)]
 fn seal_initial(
-    keys: &rustls::quic::DirectionalKeys,
+    keys: &Keys,
     version: Version,
     dcid: &[u8],
     scid: &[u8],
@@ -994,29 +980,22 @@ fn seal_initial(
     out.extend_from_slice(plain);
     out.resize(out.len() + padding, 0);
     let (header, payload) = out[start..].split_at_mut(payload_at - start);
-    let tag = match keys.packet.encrypt_in_place(u64::from(pn), header, payload) {
-        Ok(t) => t,
-        Err(_) => {
-            out.truncate(start);
-            return Err(QuicError::Keys);
-        }
+    let Ok(tag) = keys.seal(u64::from(pn), header, payload) else {
+        out.truncate(start);
+        return Err(QuicError::Keys);
     };
     out.extend_from_slice(tag.as_ref());
     let packet = &mut out[start..];
-    let mut sample = [0u8; SAMPLE_LEN];
-    sample.copy_from_slice(&packet[pn_offset + 4..pn_offset + 4 + SAMPLE_LEN]);
-    let (first, rest) = packet.split_at_mut(1);
-    if keys
-        .header
-        .encrypt_in_place(
-            &sample,
-            &mut first[0],
-            &mut rest[pn_offset - 1..pn_offset - 1 + pn_len],
-        )
-        .is_err()
-    {
+    let Ok(mask) = keys.mask(&packet[pn_offset + 4..pn_offset + 4 + SAMPLE_LEN]) else {
         out.truncate(start);
         return Err(QuicError::Keys);
+    };
+    packet[0] ^= mask[0] & 0x0f;
+    for (b, m) in packet[pn_offset..pn_offset + pn_len]
+        .iter_mut()
+        .zip(&mask[1..])
+    {
+        *b ^= m;
     }
     debug_assert_eq!(out.len() - start, total);
     Ok(())
@@ -1042,13 +1021,13 @@ pub fn close_packet(
     max_len: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), QuicError> {
-    let keys = initial_keys(version, client_dcid, rustls::Side::Server)?;
-    close_with(&keys.local, version, client_dcid, client_scid, max_len, out)
+    let keys = initial_keys(version, client_dcid, Side::Server)?;
+    close_with(&keys, version, client_dcid, client_scid, max_len, out)
 }
 
 /// [`close_packet`] with the server's initial keys already derived.
 fn close_with(
-    local: &rustls::quic::DirectionalKeys,
+    local: &Keys,
     version: Version,
     client_dcid: &[u8],
     client_scid: &[u8],
@@ -1128,7 +1107,6 @@ pub fn rfc9001_a2_client_initial() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::Side;
 
     fn unhex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
@@ -1220,7 +1198,7 @@ mod tests {
         unhex(A2_CRYPTO_FRAME)[4..].to_vec()
     }
 
-    fn client_keys(version: Version, dcid: &[u8]) -> rustls::quic::Keys {
+    fn client_keys(version: Version, dcid: &[u8]) -> Keys {
         initial_keys(version, dcid, Side::Client).unwrap()
     }
 
@@ -1250,7 +1228,7 @@ mod tests {
         }
         let mut out = Vec::new();
         seal_initial(
-            &keys.local,
+            &keys,
             version,
             dcid,
             scid,
@@ -1271,46 +1249,75 @@ mod tests {
         }
     }
 
-    /// The header protection mask for `sample`: protect a zero packet
-    /// number of 4 bytes and a first byte whose masked bits are 0.
-    fn mask(keys: &rustls::quic::DirectionalKeys, sample: &str) -> Vec<u8> {
-        let mut first = 0x83u8;
-        let mut pn = [0u8; 4];
-        keys.header
-            .encrypt_in_place(&unhex(sample), &mut first, &mut pn)
-            .unwrap();
-        let mut m = vec![(first ^ 0x83) & 0x0f];
-        m.extend(pn);
-        m
+    /// The header protection mask for `sample`, as RFC 9001 prints it.
+    fn mask(keys: &Keys, sample: &str) -> Vec<u8> {
+        keys.mask(&unhex(sample)).unwrap().to_vec()
     }
 
     #[test]
     fn initial_keys_rfc9001_a1_and_rfc9369() {
         let dcid = unhex(DCID);
-        // A.1/A.2: client hp key via the mask of the A.2 sample (the low
-        // nibble of the first mask byte is what a long header uses).
+        // A.1/A.2: the client hp key, by the mask of the A.2 sample.
         let c = client_keys(Version::V1, &dcid);
         assert_eq!(
-            mask(&c.local, "d1b1c98dd7689fb8ec11d242b123dc9b"),
-            unhex("037b9aec36")
+            mask(&c, "d1b1c98dd7689fb8ec11d242b123dc9b"),
+            unhex("437b9aec36")
         );
-        // A.3: server hp key.
-        assert_eq!(
-            mask(&c.remote, "2cd0991cd25b0aac406a5816b6394100"),
-            unhex("0ec0d8356a")
-        );
-        // RFC 9369 A.2: v2 client hp key.
-        let c2 = client_keys(Version::V2, &dcid);
-        assert_eq!(
-            mask(&c2.local, "ffe67b6abcdb4298b485dd04de806071"),
-            unhex("04a0c95e80")
-        );
-        // Server-side keys are the client-side ones mirrored.
+        // A.3: the server hp key.
         let s = initial_keys(Version::V1, &dcid, Side::Server).unwrap();
         assert_eq!(
-            mask(&s.remote, "d1b1c98dd7689fb8ec11d242b123dc9b"),
-            mask(&c.local, "d1b1c98dd7689fb8ec11d242b123dc9b")
+            mask(&s, "2cd0991cd25b0aac406a5816b6394100"),
+            unhex("2ec0d8356a")
         );
+        // RFC 9369 A.2: the v2 client hp key.
+        let c2 = client_keys(Version::V2, &dcid);
+        assert_eq!(
+            mask(&c2, "ffe67b6abcdb4298b485dd04de806071"),
+            unhex("94a0c95e80")
+        );
+    }
+
+    /// The keys agree with rustls' (`rustls::quic::Keys::initial`) for
+    /// many connection IDs, both versions, both sides: a packet sealed by
+    /// one opens with the other, and header protection masks match.
+    #[test]
+    fn initial_keys_agree_with_rustls() {
+        let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+            .tls13()
+            .and_then(|s| s.quic_suite())
+            .unwrap();
+        for n in 0..64u8 {
+            let dcid: Vec<u8> = (0..8 + n % 13).map(|i| i.wrapping_mul(31) ^ n).collect();
+            for (version, rv) in [
+                (Version::V1, rustls::quic::Version::V1),
+                (Version::V2, rustls::quic::Version::V2),
+            ] {
+                let theirs = suite.keys(&dcid, rustls::Side::Client, rv);
+                for (side, dir) in [
+                    (Side::Client, &theirs.local),
+                    (Side::Server, &theirs.remote),
+                ] {
+                    let ours = initial_keys(version, &dcid, side).unwrap();
+                    let sample = [n; 16];
+                    let mut first = 0xc3u8;
+                    let mut pn = [0u8; 4];
+                    dir.header
+                        .encrypt_in_place(&sample, &mut first, &mut pn)
+                        .unwrap();
+                    let m = ours.mask(&sample).unwrap();
+                    assert_eq!((first ^ 0xc3, pn), (m[0] & 0x0f, [m[1], m[2], m[3], m[4]]));
+                    let header = [1u8, 2, 3];
+                    let mut payload = vec![n; 40];
+                    let tag = dir
+                        .packet
+                        .encrypt_in_place(u64::from(n), &header, &mut payload)
+                        .unwrap();
+                    payload.extend_from_slice(tag.as_ref());
+                    let plain = ours.open(u64::from(n), &header, &mut payload).unwrap();
+                    assert_eq!(plain, &vec![n; 40][..]);
+                }
+            }
+        }
     }
 
     fn check_a2(hex: &str, version: Version) {
@@ -1322,9 +1329,9 @@ mod tests {
         assert_eq!(h.dcid, &unhex(DCID)[..]);
         assert!(h.scid.is_empty() && h.token.is_empty());
         assert_eq!((h.pn_offset, h.len), (18, 1200));
-        let keys = initial_keys(version, h.dcid, Side::Server).unwrap();
+        let keys = initial_keys(version, h.dcid, Side::Client).unwrap();
         let mut scratch = [0u8; 1500];
-        let o = open_packet(&keys.remote, &h, &dg, &mut scratch, None).unwrap();
+        let o = open_packet(&keys, &h, &dg, &mut scratch, None).unwrap();
         assert_eq!(o.pn, 2);
         assert_eq!(o.first & 0x0f, 0x03);
         assert_eq!(o.payload.len(), 1162);
@@ -1344,7 +1351,7 @@ mod tests {
         );
         // A buffer shorter than the packet is refused, not overrun.
         assert_eq!(
-            open_packet(&keys.remote, &h, &dg, &mut scratch[..1199], None),
+            open_packet(&keys, &h, &dg, &mut scratch[..1199], None),
             Err(QuicError::NoRoom)
         );
         // One bit changed anywhere: does not open.
@@ -1355,7 +1362,7 @@ mod tests {
                 continue;
             };
             assert!(
-                open_packet(&keys.remote, &h, &bad, &mut scratch, None).is_err(),
+                open_packet(&keys, &h, &bad, &mut scratch, None).is_err(),
                 "bit in {i}"
             );
         }
@@ -1391,9 +1398,9 @@ mod tests {
                 (version, PacketType::Initial, dg.len())
             );
             assert_eq!(h.scid, &unhex("f067a5502a4262b5")[..]);
-            let keys = client_keys(version, &unhex(DCID));
+            let keys = initial_keys(version, &unhex(DCID), Side::Server).unwrap();
             let mut scratch = vec![0u8; dg.len()];
-            let o = open_packet(&keys.remote, &h, &dg, &mut scratch, None).unwrap();
+            let o = open_packet(&keys, &h, &dg, &mut scratch, None).unwrap();
             assert_eq!(o.pn, 1);
             let fs: Vec<_> = frames(o.payload).map(Result::unwrap).collect();
             assert_eq!(fs.len(), 2);
@@ -1433,10 +1440,10 @@ mod tests {
         // The real ClientHellos of the TCP tests, without their record
         // header: the same answer as `tls::parse`.
         for rec in [
-            &include_bytes!("../../tests/fixtures/clienthello/chromium_pq.bin")[..],
-            include_bytes!("../../tests/fixtures/clienthello/curl.bin"),
-            include_bytes!("../../tests/fixtures/clienthello/openssl_nosni.bin"),
-            include_bytes!("../../tests/fixtures/clienthello/python.bin"),
+            &include_bytes!("../../../tests/fixtures/clienthello/chromium_pq.bin")[..],
+            include_bytes!("../../../tests/fixtures/clienthello/curl.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/openssl_nosni.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/python.bin"),
         ] {
             let msg = &rec[5..];
             let (tls::Parse::Found(a), tls::Parse::Found(b)) =
@@ -1898,9 +1905,9 @@ mod tests {
                 (version, PacketType::Initial, pkt.len())
             );
             assert_eq!((h.dcid, h.scid, h.token), (&scid[..], &dcid[..], &[][..]));
-            let keys = client_keys(version, &dcid);
+            let keys = initial_keys(version, &dcid, Side::Server).unwrap();
             let mut scratch = [0u8; 200];
-            let o = open_packet(&keys.remote, &h, pkt, &mut scratch, None).unwrap();
+            let o = open_packet(&keys, &h, pkt, &mut scratch, None).unwrap();
             assert_eq!(o.pn, 0);
             let fs: Vec<_> = frames(o.payload).map(Result::unwrap).collect();
             assert_eq!(

@@ -48,17 +48,29 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// The datagrams of the last [`RecvBatch::recv`]: bytes, client,
+    /// How many datagrams the last [`RecvBatch::recv`] kept.
+    pub fn len(&self) -> usize {
+        self.got.len()
+    }
+
+    /// Datagram `i` of the last [`RecvBatch::recv`]: bytes, client,
     /// destination.
-    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr, SocketAddr)> {
-        self.got.iter().map(|g| {
-            let at = g.slot * MAX_DATAGRAM;
-            (
-                self.bufs.get(at..at + g.len).unwrap_or(&[]),
-                g.client,
-                g.dst,
-            )
-        })
+    pub fn get(&self, i: usize) -> (&[u8], SocketAddr, SocketAddr) {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let Some(g) = self.got.get(i) else {
+            return (&[], unspecified, unspecified);
+        };
+        let at = g.slot * MAX_DATAGRAM;
+        (
+            self.bufs.get(at..at + g.len).unwrap_or(&[]),
+            g.client,
+            g.dst,
+        )
+    }
+
+    /// The bytes of every datagram of the last [`RecvBatch::recv`].
+    pub fn bytes(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i).0)
     }
 
     /// Read the datagrams waiting on `fd` (non-blocking), up to [`BATCH`];
@@ -211,42 +223,63 @@ impl SendBatch {
     /// Datagrams the socket cannot take now are lost, as on any UDP path;
     /// one the kernel refuses is skipped. The queue is empty after.
     pub fn flush(&mut self, fd: RawFd) {
-        let mut done = 0;
-        while done < self.msgs.len() {
-            let chunk = &self.msgs[done..(done + BATCH).min(self.msgs.len())];
-            // SAFETY: each iovec points into `bytes` within its bounds and
-            // each msghdr at a SockAddr owned by `msgs`; all outlive the
-            // call, and the kernel only reads them.
-            let sent = unsafe {
-                let mut iov: [libc::iovec; BATCH] = std::mem::zeroed();
-                let mut hdr: [libc::mmsghdr; BATCH] = std::mem::zeroed();
-                for (i, (to, r)) in chunk.iter().enumerate() {
-                    iov[i] = libc::iovec {
-                        iov_base: self.bytes.as_ptr().add(r.start).cast_mut().cast(),
-                        iov_len: r.len(),
-                    };
-                    let m = &mut hdr[i].msg_hdr;
-                    m.msg_name = to.as_ptr().cast_mut().cast();
-                    m.msg_namelen = to.len();
-                    m.msg_iov = &mut iov[i];
-                    m.msg_iovlen = 1;
-                }
-                libc::sendmmsg(
-                    fd,
-                    hdr.as_mut_ptr(),
-                    chunk.len() as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            match sent {
-                n if n > 0 => done += n as usize,
-                _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => break,
-                // The first datagram was refused (e.g. a firewall): skip it.
-                _ => done += 1,
-            }
-        }
+        send_each(fd, self.msgs.len(), |i| {
+            let (to, r) = &self.msgs[i];
+            (Some(to), &self.bytes[r.clone()])
+        });
         self.bytes.clear();
         self.msgs.clear();
+    }
+}
+
+/// Send `datagrams` from `fd` (non-blocking), to `to` or (`None`) to the
+/// socket's peer, [`BATCH`] per call; as [`SendBatch::flush`].
+pub fn send_all(fd: RawFd, to: Option<&socket2::SockAddr>, datagrams: &[&[u8]]) {
+    send_each(fd, datagrams.len(), |i| (to, datagrams[i]));
+}
+
+/// `sendmmsg` the `n` datagrams `msg(i)` gives (destination, bytes).
+fn send_each<'a>(
+    fd: RawFd,
+    n: usize,
+    msg: impl Fn(usize) -> (Option<&'a socket2::SockAddr>, &'a [u8]),
+) {
+    let mut done = 0;
+    while done < n {
+        let chunk = BATCH.min(n - done);
+        // SAFETY: each iovec points at bytes `msg` lends for 'a and each
+        // msghdr at a SockAddr it lends likewise (or none); all outlive
+        // the call, and the kernel only reads them.
+        let sent = unsafe {
+            let mut iov: [libc::iovec; BATCH] = std::mem::zeroed();
+            let mut hdr: [libc::mmsghdr; BATCH] = std::mem::zeroed();
+            for i in 0..chunk {
+                let (to, bytes) = msg(done + i);
+                iov[i] = libc::iovec {
+                    iov_base: bytes.as_ptr().cast_mut().cast(),
+                    iov_len: bytes.len(),
+                };
+                let m = &mut hdr[i].msg_hdr;
+                if let Some(to) = to {
+                    m.msg_name = to.as_ptr().cast_mut().cast();
+                    m.msg_namelen = to.len();
+                }
+                m.msg_iov = &mut iov[i];
+                m.msg_iovlen = 1;
+            }
+            libc::sendmmsg(
+                fd,
+                hdr.as_mut_ptr(),
+                chunk as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match sent {
+            k if k > 0 => done += k as usize,
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => break,
+            // The first datagram was refused (e.g. a firewall): skip it.
+            _ => done += 1,
+        }
     }
 }
 
@@ -282,7 +315,8 @@ mod tests {
         while seen.len() < 40 {
             let n = inb.recv(b.as_raw_fd(), Some(lb)).unwrap();
             assert!(n <= BATCH);
-            for (data, from, dst) in inb.datagrams() {
+            for i in 0..inb.len() {
+                let (data, from, dst) = inb.get(i);
                 assert_eq!((from, dst), (la, lb));
                 seen.push(data.to_vec());
             }
@@ -293,5 +327,18 @@ mod tests {
         }
         let e = inb.recv(b.as_raw_fd(), Some(lb)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        // A connected socket, no address given: to its peer.
+        a.connect(lb).unwrap();
+        let ds: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; 3]).collect();
+        let refs: Vec<&[u8]> = ds.iter().map(Vec::as_slice).collect();
+        send_all(a.as_raw_fd(), None, &refs);
+        let mut n = 0;
+        while n < 70 {
+            inb.recv(b.as_raw_fd(), Some(lb)).unwrap();
+            for d in inb.bytes() {
+                assert_eq!(d, &[n as u8; 3]);
+                n += 1;
+            }
+        }
     }
 }

@@ -77,7 +77,7 @@ struct Relay {
 /// from the address the client sent to).
 #[derive(Clone)]
 enum Reply {
-    Listener(Arc<UdpSocket>, SocketAddr),
+    Listener(Arc<UdpSocket>, Arc<socket2::SockAddr>),
     Bound(Arc<UdpSocket>),
 }
 
@@ -85,28 +85,41 @@ impl Reply {
     /// Send now or not at all (a datagram the socket cannot take is lost,
     /// as on any UDP path). Straight to the system call: tokio's readiness
     /// of a new socket is not known yet, and UDP sends need none.
-    fn try_send(&self, buf: &[u8]) {
-        let _ = match self {
-            Reply::Listener(s, to) => {
-                socket2::SockRef::from(s.as_ref()).send_to(buf, &(*to).into())
-            }
-            Reply::Bound(s) => socket2::SockRef::from(s.as_ref()).send(buf),
-        };
+    fn send_all(&self, datagrams: &[&[u8]]) {
+        match self {
+            Reply::Listener(s, to) => io::send_all(s.as_raw_fd(), Some(to), datagrams),
+            Reply::Bound(s) => io::send_all(s.as_raw_fd(), None, datagrams),
+        }
     }
 }
 
 impl Relay {
-    /// Relay a client's datagram upstream, unless it opens a connection of
-    /// its own (dropped, counted as `no_flow`: it has no flow of its own).
-    /// Datagrams the socket cannot take now are lost, as on any UDP path.
-    fn forward(&self, data: &[u8]) {
+    /// Whether a client's datagram belongs to this flow: not when it opens
+    /// a connection of its own (dropped, counted as `no_flow`: it has no
+    /// flow of its own).
+    fn admits(&self, data: &[u8]) -> bool {
         if let Some(dcid) = &self.dcid {
             if quic::opens_other_connection(data, dcid) {
                 drop_count(quic_drop::NO_FLOW);
-                return;
+                return false;
             }
         }
-        let _ = socket2::SockRef::from(&self.up).send(data);
+        true
+    }
+
+    /// Relay a client's datagrams upstream, those it [admits](Relay::admits).
+    /// Datagrams the socket cannot take now are lost, as on any UDP path.
+    fn forward_all(&self, datagrams: &[&[u8]]) {
+        if self.dcid.is_some() && !datagrams.iter().all(|d| self.admits(d)) {
+            let kept: Vec<&[u8]> = datagrams
+                .iter()
+                .copied()
+                .filter(|d| self.admits(d))
+                .collect();
+            io::send_all(self.up.as_raw_fd(), None, &kept);
+            return;
+        }
+        io::send_all(self.up.as_raw_fd(), None, datagrams);
     }
 
     fn touch(&self, epoch: Instant) {
@@ -116,21 +129,29 @@ impl Relay {
 }
 
 thread_local! {
-    /// One receive buffer per worker thread: a relay holds none while its
-    /// flow is idle.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; io::MAX_DATAGRAM]);
+    /// Receive buffers per worker thread, for the relays: a relay holds
+    /// none while its flow is idle.
+    static RELAY_BATCH: std::cell::RefCell<io::RecvBatch> = std::cell::RefCell::new(io::RecvBatch::default());
 }
 
-/// Move every datagram waiting on `from` to `send`, now; whether any moved.
-fn pump(from: &UdpSocket, mut send: impl FnMut(&[u8])) -> std::io::Result<bool> {
-    SCRATCH.with(|b| {
+/// Move every datagram waiting on `from` to `send`, a batch at a time, now;
+/// whether any moved.
+fn pump(from: &UdpSocket, mut send: impl FnMut(&[&[u8]])) -> std::io::Result<bool> {
+    // A connected socket: where its datagrams come from is known.
+    let any = Some(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let fd = from.as_raw_fd();
+    RELAY_BATCH.with(|b| {
         let mut b = b.borrow_mut();
         let mut moved = false;
         loop {
-            match from.try_recv(&mut b[..]) {
-                Ok(n) => {
+            match from.try_io(Interest::READABLE, || b.recv(fd, any)) {
+                Ok(_) => {
                     moved = true;
-                    send(b.get(..n).unwrap_or(&[]));
+                    let mut ds: [&[u8]; io::BATCH] = [&[]; io::BATCH];
+                    for (d, slot) in b.bytes().zip(ds.iter_mut()) {
+                        *slot = d;
+                    }
+                    send(&ds[..b.len()]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(moved),
                 Err(e) => return Err(e),
@@ -143,7 +164,8 @@ struct Udp {
     shared: Arc<Shared>,
     lctx: Arc<ListenerCtx>,
     sock: Arc<UdpSocket>,
-    flows: HashMap<Key, State>,
+    /// Seeded per table: clients choose the keys (and can forge them).
+    flows: HashMap<Key, State, foldhash::fast::RandomState>,
     epoch: Instant,
     /// Answers to clients from the listener socket (CONNECTION_CLOSE),
     /// sent together after each batch of datagrams.
@@ -173,20 +195,26 @@ pub async fn serve(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, sock: UdpSocket)
         shared,
         lctx,
         sock: sock.clone(),
-        flows: HashMap::new(),
+        flows: HashMap::default(),
         epoch: Instant::now(),
         out: io::SendBatch::default(),
     };
     let mut batch = io::RecvBatch::default();
+    // Datagrams of allowed flows in this batch: sent per flow together.
+    let mut relayed: Vec<(Arc<Relay>, usize)> = Vec::with_capacity(io::BATCH);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             r = sock.async_io(Interest::READABLE, || batch.recv(fd, local)) => match r {
                 Ok(_) => {
-                    for (data, client, dst) in batch.datagrams() {
-                        u.datagram(data, client, dst);
+                    for i in 0..batch.len() {
+                        let (data, client, dst) = batch.get(i);
+                        if let Some(relay) = u.datagram(data, client, dst) {
+                            relayed.push((relay, i));
+                        }
                     }
+                    forward_batch(&batch, &mut relayed);
                     if !u.out.is_empty() {
                         u.out.flush(fd);
                     }
@@ -196,6 +224,22 @@ pub async fn serve(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, sock: UdpSocket)
             _ = tick.tick() => u.expire(),
         }
     }
+}
+
+/// Send the batch's datagrams of allowed flows upstream, each flow's in
+/// the order they came, with one system call per flow.
+fn forward_batch(batch: &io::RecvBatch, relayed: &mut Vec<(Arc<Relay>, usize)>) {
+    relayed.sort_by_key(|(r, _)| Arc::as_ptr(r) as usize);
+    for run in relayed.chunk_by(|a, b| Arc::ptr_eq(&a.0, &b.0)) {
+        let mut ds: [&[u8]; io::BATCH] = [&[]; io::BATCH];
+        for ((_, i), slot) in run.iter().zip(ds.iter_mut()) {
+            *slot = batch.get(*i).0;
+        }
+        if let Some((relay, _)) = run.first() {
+            io::send_all(relay.up.as_raw_fd(), None, &ds[..run.len()]);
+        }
+    }
+    relayed.clear();
 }
 
 impl ListenerCtx {
@@ -243,16 +287,24 @@ impl Udp {
         }
     }
 
-    fn datagram(&mut self, data: &[u8], client: SocketAddr, dst: SocketAddr) {
+    /// Handle one datagram; for an allowed flow's, its relay (the caller
+    /// sends it upstream, with the batch's other datagrams of that flow).
+    fn datagram(&mut self, data: &[u8], client: SocketAddr, dst: SocketAddr) -> Option<Arc<Relay>> {
+        if let Some(State::Allowed(relay)) = self.flows.get(&(client, dst)) {
+            if !relay.done.load(Ordering::Relaxed) {
+                relay.last.store(self.now_ms(), Ordering::Relaxed);
+                return relay.admits(data).then(|| relay.clone());
+            }
+        }
+        self.undecided(data, client, dst);
+        None
+    }
+
+    /// A datagram of a flow not (or no longer) allowed.
+    fn undecided(&mut self, data: &[u8], client: SocketAddr, dst: SocketAddr) {
         let key = (client, dst);
         let now = Instant::now();
-        let now_ms = self.now_ms();
         match self.flows.get_mut(&key) {
-            Some(State::Allowed(relay)) if !relay.done.load(Ordering::Relaxed) => {
-                relay.last.store(now_ms, Ordering::Relaxed);
-                relay.forward(data);
-                return;
-            }
             Some(State::Blocked { until }) if now < *until => {
                 drop_count(quic_drop::BLOCKED_HOLD);
                 return;
@@ -401,7 +453,7 @@ impl Udp {
         let mut out = Vec::with_capacity(128);
         if q.close_packet(&mut out).is_ok() {
             if let Ok(reply) = self.reply(key) {
-                reply.try_send(&out);
+                reply.send_all(&[&out]);
             }
         }
     }
@@ -409,7 +461,7 @@ impl Udp {
     /// The way back to a client.
     fn reply(&self, (client, dst): Key) -> std::io::Result<Reply> {
         if !self.lctx.transparent_udp() {
-            return Ok(Reply::Listener(self.sock.clone(), client));
+            return Ok(Reply::Listener(self.sock.clone(), Arc::new(client.into())));
         }
         // From the original destination: a socket bound to it (it is not
         // one of ours: IP_TRANSPARENT), connected to the client.
@@ -474,7 +526,7 @@ impl Udp {
             tokio::spawn(async move {
                 while !relay.done.load(Ordering::Relaxed) {
                     match tokio::time::timeout(idle, own.readable()).await {
-                        Ok(Ok(())) => match pump(&own, |d| relay.forward(d)) {
+                        Ok(Ok(())) => match pump(&own, |ds| relay.forward_all(ds)) {
                             Ok(true) => relay.touch(epoch),
                             Ok(false) => {}
                             Err(_) => break,
@@ -494,7 +546,7 @@ impl Udp {
                     break;
                 }
                 match tokio::time::timeout(idle - quiet, relay.up.readable()).await {
-                    Ok(Ok(())) => match pump(&relay.up, |d| reply.try_send(d)) {
+                    Ok(Ok(())) => match pump(&relay.up, |ds| reply.send_all(ds)) {
                         Ok(true) => relay.touch(epoch),
                         Ok(false) => {}
                         Err(_) => break,

@@ -8,6 +8,14 @@
 //!   quic_load flood TARGET FLOWS RATE
 //!       FLOWS unfiled flows at RATE flows per second (0: as fast as the
 //!       socket takes them); prints "sent N flows in S s".
+//!   quic_load echo ADDR
+//!       a UDP echo server (the upstream of the relay benchmark).
+//!   quic_load relay TARGET FLOWS DATAGRAMS WINDOW HELLO
+//!       FLOWS client sockets (connected to TARGET); with HELLO = 1 each
+//!       first sends the filed capture (so that icpgate allows the flow),
+//!       then DATAGRAMS datagrams of 1,200 bytes in all are echoed through
+//!       TARGET, WINDOW in flight per flow (lost ones are replaced after
+//!       50 ms of silence); prints "echoed N".
 //!   quic_load overload TARGET UPSTREAM RATE SECS ALLOWED
 //!       the flood at RATE for SECS while ALLOWED flows of the filed capture
 //!       (ordinary sockets on 127.0.0.1, started evenly over SECS) try to
@@ -248,6 +256,95 @@ fn overload(args: &[String]) {
     );
 }
 
+/// A UDP echo server, until killed.
+fn echo_forever(addr: SocketAddr) {
+    let s = UdpSocket::bind(addr).expect("echo bind");
+    let _ = socket2::SockRef::from(&s).set_recv_buffer_size(8 << 20);
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    }
+}
+
+/// The relay benchmark's client (see the module documentation).
+fn relay(target: SocketAddr, flows: usize, total: u64, window: u64, hello: bool) {
+    let socks: Vec<UdpSocket> = (0..flows)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let _ = socket2::SockRef::from(&s).set_recv_buffer_size(4 << 20);
+            s.connect(target).unwrap();
+            s
+        })
+        .collect();
+    let mut buf = vec![0u8; 65_536];
+    if hello {
+        for s in &socks {
+            for d in FILED {
+                s.send(d).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for s in &socks {
+        s.set_nonblocking(true).unwrap();
+        while s.recv(&mut buf).is_ok() {}
+    }
+    let mut payload = vec![b'q'; 1200];
+    payload[0] = 0x40; // a short header's first byte
+    let per = total / flows as u64;
+    let (mut sent, mut out) = (vec![0u64; flows], vec![0u64; flows]);
+    let mut got = 0u64;
+    let refill = |i: usize, sent: &mut [u64], out: &mut [u64]| {
+        while out[i] < window && sent[i] < per {
+            if socks[i].send(&payload).is_err() {
+                break;
+            }
+            sent[i] += 1;
+            out[i] += 1;
+        }
+    };
+    for i in 0..flows {
+        refill(i, &mut sent, &mut out);
+    }
+    let mut fds: Vec<libc::pollfd> = socks
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        // SAFETY: `fds` is a live array of pollfd of the length given.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
+        if n <= 0 {
+            // Silence: what is out is lost. Done when nothing is left.
+            if sent.iter().all(|&x| x >= per) {
+                break;
+            }
+            for i in 0..flows {
+                out[i] = 0;
+                refill(i, &mut sent, &mut out);
+            }
+            continue;
+        }
+        for i in 0..flows {
+            if fds[i].revents == 0 {
+                continue;
+            }
+            while socks[i].recv(&mut buf).is_ok() {
+                got += 1;
+                out[i] = out[i].saturating_sub(1);
+            }
+            refill(i, &mut sent, &mut out);
+        }
+    }
+    println!("echoed {got}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -262,9 +359,17 @@ fn main() {
             println!("sent {n} flows in {:.2} s", t.elapsed().as_secs_f64());
         }
         Some("overload") if args.len() == 6 => overload(&args[1..]),
+        Some("echo") if args.len() == 2 => echo_forever(args[1].parse().unwrap()),
+        Some("relay") if args.len() == 6 => relay(
+            args[1].parse().unwrap(),
+            args[2].parse().unwrap(),
+            args[3].parse().unwrap(),
+            args[4].parse().unwrap(),
+            args[5] == "1",
+        ),
         _ => {
             eprintln!(
-                "usage: quic_load flood TARGET FLOWS RATE | overload TARGET UPSTREAM RATE SECS ALLOWED"
+                "usage: quic_load flood TARGET FLOWS RATE | echo ADDR | relay TARGET FLOWS DATAGRAMS WINDOW HELLO | overload TARGET UPSTREAM RATE SECS ALLOWED"
             );
             std::process::exit(2);
         }

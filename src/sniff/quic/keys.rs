@@ -73,7 +73,9 @@ fn salt(v2: bool) -> &'static Salt {
 impl Keys {
     /// The Initial keys of `side` for the connection the client opened with
     /// `client_dcid` (QUIC v2's labels with `v2`).
-    pub fn initial(v2: bool, client_dcid: &[u8], side: Side) -> Result<Keys, Failed> {
+    /// Boxed: the keys are large (AES schedules, GHASH tables) and built
+    /// once, in place.
+    pub fn initial(v2: bool, client_dcid: &[u8], side: Side) -> Result<Box<Keys>, Failed> {
         let initial = salt(v2).extract(client_dcid);
         let label: &[u8] = match side {
             Side::Client => b"client in",
@@ -96,11 +98,11 @@ impl Keys {
         secret.expand(&i, Len(12))?.fill(&mut iv_bytes)?;
         let i = info(&[0, 16], &hl, hp);
         let header = HeaderProtectionKey::from(secret.expand(&i, &aead::quic::AES_128)?);
-        Ok(Keys {
+        Ok(Box::new(Keys {
             packet: LessSafeKey::new(packet),
             iv: iv_bytes,
             header,
-        })
+        }))
     }
 
     /// The header protection mask of a packet whose sample (16 bytes from

@@ -128,7 +128,8 @@ pub mod quic_drop {
     /// Not a client Initial, for a flow without a decision (a short header,
     /// a stray packet).
     pub const NO_FLOW: &str = "no_flow";
-    /// A new flow while `max_flows` are tracked.
+    /// A new flow while `max_flows` are tracked and all allowed, or an
+    /// undecided flow evicted to make room for a new one.
     pub const OVERLOAD: &str = "overload";
     /// A datagram of a blocked flow, within its hold time.
     pub const BLOCKED_HOLD: &str = "blocked_hold";

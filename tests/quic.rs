@@ -446,3 +446,68 @@ fn a_new_connection_on_an_allowed_flow_is_not_relayed() {
     let (n, _) = up.recv_from(&mut buf).expect("the retransmission relayed");
     assert_eq!(&buf[..n], &filed[0][..]);
 }
+
+/// A full flow table does not shut new clients out: flows held blocked and
+/// unfinished hellos give way to new flows (the oldest first; an unfinished
+/// one is counted `overload`), so a filed client still gets in after a
+/// flood of both filled the table twice over; an allowed flow is never
+/// evicted (its datagrams are still relayed).
+#[test]
+fn a_full_table_gives_way_to_new_flows() {
+    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+    up.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (_p, proxy, admin) = proxy_for(
+        up.local_addr().unwrap(),
+        "[limits]\nmax_flows = 20\n[runtime]\nworkers = 1\n",
+    );
+    let mut buf = [0u8; 2048];
+    let filed = chromium("filed");
+    let keep = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in &filed {
+        keep.send_to(d, proxy).unwrap();
+    }
+    for d in &filed {
+        let (n, _) = up.recv_from(&mut buf).expect("the allowed flow relayed");
+        assert_eq!(&buf[..n], &d[..]);
+    }
+    // 40 new flows: blocked ones (both Initials of the unfiled capture)
+    // and unfinished hellos (the first only), alternately.
+    let unfiled = chromium("unfiled");
+    let flood: Vec<UdpSocket> = (0..40)
+        .map(|i| {
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let n = if i % 2 == 0 { 2 } else { 1 };
+            for d in &unfiled[..n] {
+                c.send_to(d, proxy).unwrap();
+            }
+            c
+        })
+        .collect();
+    let blocked = || {
+        metric(
+            admin,
+            "icpgate_decisions_total{decision=\"block\",protocol=\"quic\",reason=\"unfiled\"}",
+        )
+    };
+    let t = Instant::now();
+    while blocked() < 20.0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "flood not decided");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(metric(admin, "icpgate_quic_dropped_total{reason=\"overload\"}") >= 1.0);
+    assert!(metric(admin, "icpgate_quic_flows_active") <= 20.0);
+    // The allowed flow is still relayed.
+    keep.send_to(&[0x40; 1200], proxy).unwrap();
+    let (n, _) = up.recv_from(&mut buf).expect("the allowed flow evicted");
+    assert_eq!(&buf[..n], &[0x40; 1200][..]);
+    // A new filed flow gets in.
+    let late = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in &filed {
+        late.send_to(d, proxy).unwrap();
+    }
+    for d in &filed {
+        let (n, _) = up.recv_from(&mut buf).expect("a new flow shut out");
+        assert_eq!(&buf[..n], &d[..]);
+    }
+    drop(flood);
+}

@@ -52,11 +52,25 @@ enum State {
         quic: Box<quic::Flow>,
         held: Vec<Vec<u8>>,
         deadline: Instant,
+        /// Its place in the eviction order (`Udp::evictable`).
+        stamp: u64,
     },
     Allowed(Arc<Relay>),
     Blocked {
         until: Instant,
+        stamp: u64,
     },
+}
+
+impl State {
+    /// The stamp of a flow that may be evicted when the table is full
+    /// (undecided, or held blocked); `None` for an allowed flow.
+    fn evictable(&self) -> Option<u64> {
+        match self {
+            State::Inspecting { stamp, .. } | State::Blocked { stamp, .. } => Some(*stamp),
+            State::Allowed(_) => None,
+        }
+    }
 }
 
 /// An allowed flow's upstream socket and its activity.
@@ -170,6 +184,11 @@ struct Udp {
     /// Answers to clients from the listener socket (CONNECTION_CLOSE),
     /// sent together after each batch of datagrams.
     out: io::SendBatch,
+    /// Undecided and held-blocked flows, oldest first (key and stamp;
+    /// entries whose flow has since changed or gone are skipped): when the
+    /// table is full, a new flow takes the place of the oldest of them.
+    evictable: std::collections::VecDeque<(Key, u64)>,
+    stamps: u64,
 }
 
 /// Serve one UDP listener socket (this worker's): datagrams are read in
@@ -198,6 +217,8 @@ pub async fn serve(shared: Arc<Shared>, lctx: Arc<ListenerCtx>, sock: UdpSocket)
         flows: HashMap::default(),
         epoch: Instant::now(),
         out: io::SendBatch::default(),
+        evictable: std::collections::VecDeque::new(),
+        stamps: 0,
     };
     let mut batch = io::RecvBatch::default();
     // Datagrams of allowed flows in this batch: sent per flow together.
@@ -305,7 +326,7 @@ impl Udp {
         let key = (client, dst);
         let now = Instant::now();
         match self.flows.get_mut(&key) {
-            Some(State::Blocked { until }) if now < *until => {
+            Some(State::Blocked { until, .. }) if now < *until => {
                 drop_count(quic_drop::BLOCKED_HOLD);
                 return;
             }
@@ -333,8 +354,7 @@ impl Udp {
             None => {}
         }
         // A new flow.
-        let max = self.shared.limits.max_flows;
-        if self.flows.len() >= max {
+        if self.flows.len() >= self.shared.limits.max_flows && !self.evict_oldest() {
             drop_count(quic_drop::OVERLOAD);
             return;
         }
@@ -350,12 +370,14 @@ impl Udp {
         let step = q.feed(data);
         if matches!(step, Ok(Step::NeedMore)) {
             let deadline = now + self.shared.limits.header_timeout();
+            let stamp = self.stamp();
             self.insert(
                 key,
                 State::Inspecting {
                     quic: Box::new(q),
                     held: vec![data.to_vec()],
                     deadline,
+                    stamp,
                 },
             );
             return;
@@ -437,10 +459,12 @@ impl Udp {
     /// drop (from the listener socket: queued for the batch's send).
     fn block(&mut self, key: Key, q: &quic::Flow) {
         let hold = Duration::from_secs(self.shared.quic_hold_secs);
+        let stamp = self.stamp();
         self.insert(
             key,
             State::Blocked {
                 until: Instant::now() + hold,
+                stamp,
             },
         );
         if self.shared.quic_block != QuicBlock::Close {
@@ -559,10 +583,40 @@ impl Udp {
         });
     }
 
+    fn stamp(&mut self) -> u64 {
+        self.stamps += 1;
+        self.stamps
+    }
+
     fn insert(&mut self, key: Key, st: State) {
+        if let Some(stamp) = st.evictable() {
+            self.evictable.push_back((key, stamp));
+        }
         if self.flows.insert(key, st).is_none() {
             Metrics::get().quic_flows.inc();
         }
+    }
+
+    /// Is `(key, stamp)` of the eviction order still the flow it was?
+    fn current(&self, (key, stamp): &(Key, u64)) -> bool {
+        self.flows.get(key).and_then(State::evictable) == Some(*stamp)
+    }
+
+    /// The table is full: forget the oldest undecided or held-blocked flow
+    /// to make room (an undecided one's datagrams are dropped, counted
+    /// `overload`; a blocked one's later datagrams are decided again).
+    /// Allowed flows are never evicted. Whether room was made.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some(e) = self.evictable.pop_front() {
+            if !self.current(&e) {
+                continue;
+            }
+            if let Some(State::Inspecting { .. }) = self.remove(&e.0) {
+                drop_count(quic_drop::OVERLOAD);
+            }
+            return true;
+        }
+        false
     }
 
     fn remove(&mut self, key: &Key) -> Option<State> {
@@ -587,7 +641,7 @@ impl Udp {
                     }
                     keep
                 }
-                State::Blocked { until } => now < *until,
+                State::Blocked { until, .. } => now < *until,
                 State::Allowed(r) => !r.done.load(Ordering::Relaxed),
             };
             if !keep {
@@ -596,6 +650,16 @@ impl Udp {
             keep
         });
         Metrics::get().quic_flows.sub(gone);
+        // The eviction order forgets what is gone: from its front, and all
+        // through when stale entries pile up behind live ones.
+        while self.evictable.front().is_some_and(|e| !self.current(e)) {
+            self.evictable.pop_front();
+        }
+        if self.evictable.len() > 2 * self.flows.len() + 1024 {
+            let mut order = std::mem::take(&mut self.evictable);
+            order.retain(|e| self.current(e));
+            self.evictable = order;
+        }
     }
 }
 

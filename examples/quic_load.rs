@@ -65,9 +65,11 @@ fn raw_socket() -> OwnedFd {
     }
 }
 
-/// The source of flow `i`: 127.1.0.0 + i / 60000, port 1024 + i % 60000.
-fn source(i: u64) -> (Ipv4Addr, u16) {
-    let ip = u32::from(Ipv4Addr::new(127, 1, 0, 0)) + (i / 60_000) as u32;
+/// The source of flow `i` of a run starting at address `base`:
+/// 127.1.0.0 + (base + i / 60000) mod 2^16, port 1024 + i % 60000 (each
+/// run starts at another address, so that its flows are new to icpgate).
+fn source(base: u64, i: u64) -> (Ipv4Addr, u16) {
+    let ip = u32::from(Ipv4Addr::new(127, 1, 0, 0)) + ((base + i / 60_000) % 65_536) as u32;
     (Ipv4Addr::from(ip), 1024 + (i % 60_000) as u16)
 }
 
@@ -105,12 +107,15 @@ fn flood(dst: SocketAddrV4, flows: u64, rate: u64, stop: &AtomicBool) -> u64 {
     let fd = raw_socket();
     let to: socket2::SockAddr = SocketAddr::V4(dst).into();
     let mut bufs: Vec<Vec<u8>> = (0..2 * CHUNK).map(|_| Vec::with_capacity(1400)).collect();
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64 % 65_536);
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < flows && !stop.load(Ordering::Relaxed) {
         let n = CHUNK.min((flows - sent) as usize);
         for k in 0..n {
-            let src = source(sent + k as u64);
+            let src = source(base, sent + k as u64);
             packet(&mut bufs[2 * k], src, dst, UNFILED[0]);
             packet(&mut bufs[2 * k + 1], src, dst, UNFILED[1]);
         }

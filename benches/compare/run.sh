@@ -73,7 +73,8 @@
 # subset of "ka ka_ok close unfiled tls_conns tls_bulk tls_conns_cap tls_bulk_cap"; the fixed
 # rate and table change need ka_ok), CMP_PROXIES (space-separated
 # subset of "icpgate nginx haproxy-map_str haproxy-map_dom"), CMP_KEEP=0 to
-# delete the work directory, CMP_PERF=0 to skip perf.
+# delete the work directory, CMP_PERF=0 to skip perf, CMP_QUIC=0 to skip
+# the QUIC relay row (benches/quic_relay.sh: icpgate vs nginx stream UDP).
 set -euo pipefail
 
 QUICK=0
@@ -922,6 +923,19 @@ fi
 for px in $PROXIES; do stop_pid "${PIDS[$px]}" "$px"; unset "PIDS[$px]"; done
 PX_PID=""
 
+# ---------------------------------------------------------------- QUIC relay
+# HAProxy has no UDP proxy: icpgate beside nginx's stream UDP proxy, on the
+# same echo upstream (benches/quic_relay.sh, own ports, the same CPU split).
+QUIC_RELAY=""
+if [ "${CMP_QUIC:-1}" = 1 ] && [[ " $PROXIES " == *" icpgate "* ]] && [[ " $PROXIES " == *" nginx "* ]]; then
+    log "=== quic_relay (benches/quic_relay.sh 200000 $RUNS)"
+    if bash "$ROOT/benches/quic_relay.sh" 200000 "$RUNS" >"$WORK/quic_relay.txt" 2>&1; then
+        QUIC_RELAY=yes
+    else
+        log "quic_relay failed: $(tail -3 "$WORK/quic_relay.txt")"
+    fi
+fi
+
 # ---------------------------------------------------------------- report
 fmt_ms() { awk -v v="$1" 'BEGIN{ if (v=="-"||v=="") print "-"; else if (v<1) printf "%.0f µs", v*1000; else printf "%.2f ms", v}'; }
 cell() { # proxy scenario column(1-based in res file) format
@@ -1101,6 +1115,20 @@ memcell() { # "rss pss n" -> "RSS MB / PSS MB (n procs)"
         echo "\`_raw_spin_unlock_irqrestore\` is mostly loopback delivery: icpgate's writev() runs the receiver's"
         echo "softirq and wakes the peer on CPU 1 (sock_def_readable), the kernel side of any proxy on loopback."
         echo
+    fi
+    if [ -n "$QUIC_RELAY" ]; then
+        echo "### QUIC relay (UDP): icpgate vs nginx \`stream\` (\`listen ... udp; proxy_pass\`)"
+        echo
+        echo "Allowed flows (icpgate decides each on the captured Chromium 156 hello first), 16 flows, 64 datagrams of"
+        echo "1,200 bytes in flight per flow, echoed by \`quic_load echo\`; proxy on CPU 0, load and echo on CPU 1;"
+        echo "CPU per echoed datagram (\`bash benches/quic_relay.sh 200000 $RUNS\`, round-robin):"
+        echo
+        echo '```'
+        grep -E '^round' "$WORK/quic_relay.txt"
+        echo '```'
+        qi=$(awk '$3 == "icpgate" { print $7 }' "$WORK/quic_relay.txt" | median)
+        qn=$(awk '$3 == "nginx" { print $7 }' "$WORK/quic_relay.txt" | median)
+        awk -v a="$qi" -v b="$qn" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "Median: icpgate %.2f µs, nginx %.2f µs per datagram: %.2f× nginx.\n\n", a, b, a / b }'
     fi
     echo "### Setup"
     echo

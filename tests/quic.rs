@@ -27,6 +27,13 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A quinn server that echoes one bidirectional stream per connection and
 /// counts the connections it accepted.
 fn server() -> Server {
+    server_with(false)
+}
+
+/// [`server`]; with `retry`, every connection is first answered with a
+/// Retry (address validation), so the client starts again with a new
+/// Destination Connection ID.
+fn server_with(retry: bool) -> Server {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -53,6 +60,10 @@ fn server() -> Server {
         let ep = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
         tx.send(ep.local_addr().unwrap()).unwrap();
         while let Some(inc) = ep.accept().await {
+            if retry && !inc.remote_address_validated() && inc.may_retry() {
+                let _ = inc.retry();
+                continue;
+            }
             let acc = acc.clone();
             tokio::spawn(async move {
                 let Ok(conn) = inc.await else { return };
@@ -412,17 +423,22 @@ fn chromium_initials_through_icpgate() {
     assert_eq!(m("block", "unfiled"), 1.0);
 }
 
-/// An allowed flow relays its own connection, not a new one: from the same
-/// client address and port, the Initials of another connection (another
-/// Destination Connection ID, an unfiled SNI) are dropped and counted, and
-/// never reach the upstream; the first connection's own retransmissions
-/// still go through.
+/// An allowed flow relays its own connection; a new one from the same
+/// client address and port (another Destination Connection ID that opens
+/// with its own keys: a client's answer to a server's Retry, or a new
+/// connection) is decided on its own hello first: with an unfiled SNI it is
+/// blocked (the client gets a CONNECTION_CLOSE, the upstream nothing); with
+/// a filed one its Initial goes upstream on the same flow. The first
+/// connection's retransmissions go through meanwhile.
 #[test]
-fn a_new_connection_on_an_allowed_flow_is_not_relayed() {
+fn a_new_connection_on_an_allowed_flow_is_decided() {
+    let srv = server();
+    let quinn_first = first_initial(&srv, 0);
     let up = UdpSocket::bind("127.0.0.1:0").unwrap();
     up.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let (_p, proxy, admin) = proxy_for(up.local_addr().unwrap(), "");
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut buf = [0u8; 2048];
     let filed = chromium("filed");
     for d in &filed {
@@ -432,19 +448,59 @@ fn a_new_connection_on_an_allowed_flow_is_not_relayed() {
         let (n, _) = up.recv_from(&mut buf).expect("the allowed flow relayed");
         assert_eq!(&buf[..n], &d[..]);
     }
+    // Another connection, unfiled: blocked, closed, never upstream.
     for d in chromium("unfiled") {
         c.send_to(&d, proxy).unwrap();
     }
-    let t = Instant::now();
-    while metric(admin, "icpgate_quic_dropped_total{reason=\"no_flow\"}") < 2.0 {
-        assert!(t.elapsed() < Duration::from_secs(5), "not dropped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (n, _) = c.recv_from(&mut buf).expect("no CONNECTION_CLOSE");
+    assert!(buf[0] & 0x80 != 0 && n < 100, "a small long-header answer");
+    let blocked = metric(
+        admin,
+        "icpgate_decisions_total{decision=\"block\",protocol=\"quic\",reason=\"unfiled\"}",
+    );
+    assert_eq!(blocked, 1.0);
     // A retransmission of the allowed connection's Initial: relayed; the
     // other connection's datagrams were not (the next one in is this).
     c.send_to(&filed[0], proxy).unwrap();
     let (n, _) = up.recv_from(&mut buf).expect("the retransmission relayed");
     assert_eq!(&buf[..n], &filed[0][..]);
+    // Another connection, filed (as after a Retry): decided, relayed.
+    c.send_to(&quinn_first, proxy).unwrap();
+    let (n, _) = up
+        .recv_from(&mut buf)
+        .expect("the filed new connection relayed");
+    assert_eq!(&buf[..n], &quinn_first[..]);
+    let allowed = metric(
+        admin,
+        "icpgate_decisions_total{decision=\"allow\",protocol=\"quic\",reason=\"filed\"}",
+    );
+    assert_eq!(allowed, 2.0);
+}
+
+/// A server that answers with Retry: the client's new connection (a new
+/// Destination Connection ID chosen by the server, a token) is decided in
+/// place on the same flow, and the handshake completes through icpgate.
+#[test]
+fn a_retry_is_followed_through() {
+    let srv = server_with(true);
+    let (_p, proxy, admin) = proxy_for(srv.addr, "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let got = rt
+        .block_on(echo(
+            proxy,
+            "www.example.com.cn",
+            &srv.cert,
+            0,
+            b"after retry",
+        ))
+        .unwrap();
+    assert_eq!(got, b"after retry");
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1);
+    let allowed = metric(
+        admin,
+        "icpgate_decisions_total{decision=\"allow\",protocol=\"quic\",reason=\"filed\"}",
+    );
+    assert_eq!(allowed, 2.0, "the hello before and after the Retry");
 }
 
 /// A full flow table does not shut new clients out: flows held blocked and

@@ -33,7 +33,7 @@ use tokio::net::UdpSocket;
 use super::ctx::{record, upstream_error, ConnInfo, ListenerCtx, Shared};
 use super::upstream::set_transparent;
 use crate::config::{QuicBlock, Transparent};
-use crate::decision::{Action, Decision, Reason};
+use crate::decision::{Action, Reason};
 use crate::metrics::Metrics;
 use crate::metrics::{quic_drop, Proto};
 use crate::sniff::quic::{self, QuicError, Step};
@@ -55,7 +55,9 @@ enum State {
         /// Its place in the eviction order (`Udp::evictable`).
         stamp: u64,
     },
-    Allowed(Arc<Relay>),
+    /// The relay, and the inspection of a new connection on the same
+    /// addresses, if one is being read.
+    Allowed(Arc<Relay>, Option<Box<Second>>),
     Blocked {
         until: Instant,
         stamp: u64,
@@ -68,7 +70,7 @@ impl State {
     fn evictable(&self) -> Option<u64> {
         match self {
             State::Inspecting { stamp, .. } | State::Blocked { stamp, .. } => Some(*stamp),
-            State::Allowed(_) => None,
+            State::Allowed(..) => None,
         }
     }
 }
@@ -82,8 +84,139 @@ struct Relay {
     done: AtomicBool,
     /// The Destination Connection ID of the client's first Initial, when
     /// the flow was inspected: the Initial of another connection on the
-    /// same addresses is not relayed (it was never decided).
-    dcid: Option<Box<[u8]>>,
+    /// same addresses is not relayed as it comes, but inspected (`Second`).
+    /// Replaced when that connection is allowed.
+    dcid: arc_swap::ArcSwapOption<quic::Cid>,
+}
+
+/// The reading of a new connection's hello on an allowed flow's addresses.
+struct Second {
+    quic: Box<quic::Flow>,
+    held: Vec<Vec<u8>>,
+}
+
+/// What a second connection's datagram comes to.
+enum Verdict {
+    /// Held until the hello is complete.
+    Hold,
+    /// Allowed: these go upstream, in order.
+    Forward(Vec<Vec<u8>>),
+    /// Blocked: nothing goes; the flow's reading, for a CONNECTION_CLOSE.
+    Block(Box<quic::Flow>),
+    /// Undecidable (counted) or given up.
+    Drop,
+}
+
+/// A client's datagram on an allowed flow that opens a new connection
+/// (another Destination Connection ID, opening with that ID's keys: a
+/// client's answer to a server's Retry, or a new connection from the same
+/// port) is read as a new flow's would be, and decided the same way
+/// (`judge`); allowed, its datagrams go upstream on this flow, which then
+/// watches the new connection's ID.
+fn reinspect(
+    shared: &Shared,
+    info: &ConnInfo,
+    relay: &Relay,
+    second: &mut Option<Box<Second>>,
+    data: &[u8],
+) -> Verdict {
+    let max = shared.limits.max_sniff_bytes;
+    let s = second.get_or_insert_with(|| {
+        Box::new(Second {
+            quic: Box::new(quic::Flow::new(max)),
+            held: Vec::new(),
+        })
+    });
+    let step = s.quic.feed(data);
+    if matches!(step, Ok(Step::NeedMore)) {
+        if s.held.len() >= MAX_HELD {
+            drop_count(quic_drop::INCOMPLETE);
+            *second = None;
+            return Verdict::Drop;
+        }
+        s.held.push(data.to_vec());
+        return Verdict::Hold;
+    }
+    let Some(s) = second.take() else {
+        return Verdict::Drop;
+    };
+    match judge(shared, info, step) {
+        Judgement::Forward { watch } => {
+            if watch {
+                let cid = s.quic.original_dcid().and_then(|d| quic::Cid::new(d).ok());
+                relay.dcid.store(cid.map(Arc::new));
+            }
+            let mut out = s.held;
+            out.push(data.to_vec());
+            Verdict::Forward(out)
+        }
+        Judgement::Block => Verdict::Block(s.quic),
+        Judgement::Drop => Verdict::Drop,
+    }
+}
+
+/// What a complete reading of a flow's Initials decides.
+enum Judgement {
+    /// Forward (allowed, or shadow mode); `watch`: the flow's connection ID
+    /// is watched for new connections (allowed, enforced).
+    Forward {
+        watch: bool,
+    },
+    Block,
+    /// Dropped (counted), or the client gave up.
+    Drop,
+}
+
+/// Decide on a flow's Initials (a ClientHello, or why there is none) and
+/// record the decision, as for TLS (`protocol="quic"`).
+fn judge(shared: &Shared, info: &ConnInfo, step: Result<Step, QuicError>) -> Judgement {
+    let started = Instant::now();
+    let policy = &shared.policy;
+    let action = match step {
+        Ok(Step::Hello(hello)) => {
+            let snap = shared.table.load();
+            let d = policy.decide_hello(
+                &snap,
+                &hello,
+                shared.ech,
+                info.dst,
+                crate::decision::now_unix(),
+            );
+            let name = hello
+                .sni
+                .as_ref()
+                .map(|s| String::from_utf8_lossy(s.as_bytes()))
+                .unwrap_or_default();
+            record(shared, Proto::Quic, &d, &name, info, started);
+            d.action
+        }
+        // The client gave up before its hello was complete.
+        Ok(Step::Closed) | Ok(Step::NeedMore) => return Judgement::Drop,
+        Err(e) => match failure(&e) {
+            Ok(reason) => {
+                let d = policy.refuse(reason, Some(info.dst));
+                record(shared, Proto::Quic, &d, "", info, started);
+                d.action
+            }
+            Err(drop_reason) => {
+                if policy.mode_for(Some(info.dst)) != crate::decision::Mode::Shadow {
+                    drop_count(drop_reason);
+                    return Judgement::Drop;
+                }
+                // Shadow mode changes nothing: forwarded, recorded.
+                let d = policy.refuse(Reason::BadRequest, Some(info.dst));
+                record(shared, Proto::Quic, &d, "", info, started);
+                d.action
+            }
+        },
+    };
+    match action {
+        Action::Block => Judgement::Block,
+        // Shadow mode changes nothing: its flows are not watched.
+        a => Judgement::Forward {
+            watch: a == Action::Allow,
+        },
+    }
 }
 
 /// Where answers to a client go: the listener socket (fixed upstream), or a
@@ -108,31 +241,18 @@ impl Reply {
 }
 
 impl Relay {
-    /// Whether a client's datagram belongs to this flow: not when it opens
-    /// a connection of its own (dropped, counted as `no_flow`: it has no
-    /// flow of its own).
+    /// Whether a client's datagram belongs to this flow's connection: not
+    /// when it opens a connection of its own (see [`reinspect`]).
     fn admits(&self, data: &[u8]) -> bool {
-        if let Some(dcid) = &self.dcid {
-            if quic::opens_other_connection(data, dcid) {
-                drop_count(quic_drop::NO_FLOW);
-                return false;
-            }
+        match &*self.dcid.load() {
+            Some(dcid) => !quic::opens_other_connection(data, dcid.as_bytes()),
+            None => true,
         }
-        true
     }
 
-    /// Relay a client's datagrams upstream, those it [admits](Relay::admits).
-    /// Datagrams the socket cannot take now are lost, as on any UDP path.
-    fn forward_all(&self, datagrams: &[&[u8]]) {
-        if self.dcid.is_some() && !datagrams.iter().all(|d| self.admits(d)) {
-            let kept: Vec<&[u8]> = datagrams
-                .iter()
-                .copied()
-                .filter(|d| self.admits(d))
-                .collect();
-            io::send_all(self.up.as_raw_fd(), None, &kept);
-            return;
-        }
+    /// Send datagrams upstream; those the socket cannot take now are lost,
+    /// as on any UDP path.
+    fn send_up(&self, datagrams: &[&[u8]]) {
         io::send_all(self.up.as_raw_fd(), None, datagrams);
     }
 
@@ -311,14 +431,36 @@ impl Udp {
     /// Handle one datagram; for an allowed flow's, its relay (the caller
     /// sends it upstream, with the batch's other datagrams of that flow).
     fn datagram(&mut self, data: &[u8], client: SocketAddr, dst: SocketAddr) -> Option<Arc<Relay>> {
-        if let Some(State::Allowed(relay)) = self.flows.get(&(client, dst)) {
+        let key = (client, dst);
+        if let Some(State::Allowed(relay, _)) = self.flows.get(&key) {
             if !relay.done.load(Ordering::Relaxed) {
                 relay.last.store(self.now_ms(), Ordering::Relaxed);
-                return relay.admits(data).then(|| relay.clone());
+                if relay.admits(data) {
+                    return Some(relay.clone());
+                }
+                self.second(key, data);
+                return None;
             }
         }
         self.undecided(data, client, dst);
         None
+    }
+
+    /// A new connection on an allowed flow's addresses: [`reinspect`].
+    fn second(&mut self, key: Key, data: &[u8]) {
+        let info = self.info(key.0, key.1);
+        let Some(State::Allowed(relay, second)) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let relay = relay.clone();
+        match reinspect(&self.shared, &info, &relay, second, data) {
+            Verdict::Forward(ds) => {
+                let ds: Vec<&[u8]> = ds.iter().map(Vec::as_slice).collect();
+                relay.send_up(&ds);
+            }
+            Verdict::Block(q) => self.close(key, &q),
+            Verdict::Hold | Verdict::Drop => {}
+        }
     }
 
     /// A datagram of a flow not (or no longer) allowed.
@@ -395,63 +537,14 @@ impl Udp {
         last: &[u8],
         step: Result<Step, QuicError>,
     ) {
-        let (client, dst) = key;
-        let info = self.info(client, dst);
-        let started = Instant::now();
-        let shared = self.shared.clone();
-        let policy = &shared.policy;
-        let d: Decision<'static> = match step {
-            Ok(Step::Hello(hello)) => {
-                let snap = shared.table.load();
-                let d = shared.policy.decide_hello(
-                    &snap,
-                    &hello,
-                    shared.ech,
-                    info.dst,
-                    crate::decision::now_unix(),
-                );
-                let name = hello
-                    .sni
-                    .as_ref()
-                    .map(|s| String::from_utf8_lossy(s.as_bytes()))
-                    .unwrap_or_default();
-                record(&shared, Proto::Quic, &d, &name, &info, started);
-                // Detached from the snapshot (the reason is what counts).
-                Decision {
-                    action: d.action,
-                    reason: d.reason,
-                    matched: None,
-                }
+        let info = self.info(key.0, key.1);
+        match judge(&self.shared, &info, step) {
+            Judgement::Block => self.block(key, &q),
+            Judgement::Forward { watch } => {
+                let watch = watch.then(|| q.original_dcid()).flatten();
+                self.allow(key, &info, held, last, watch);
             }
-            // The client gave up before its hello was complete.
-            Ok(Step::Closed) | Ok(Step::NeedMore) => return,
-            Err(e) => match failure(&e) {
-                Ok(reason) => {
-                    let d = policy.refuse(reason, Some(info.dst));
-                    record(&shared, Proto::Quic, &d, "", &info, started);
-                    d
-                }
-                Err(drop_reason) => {
-                    if policy.mode_for(Some(info.dst)) == crate::decision::Mode::Shadow {
-                        // Shadow mode changes nothing: forwarded, recorded.
-                        let d = policy.refuse(Reason::BadRequest, Some(info.dst));
-                        record(&shared, Proto::Quic, &d, "", &info, started);
-                        self.allow(key, &info, held, last, None);
-                    } else {
-                        drop_count(drop_reason);
-                    }
-                    return;
-                }
-            },
-        };
-        if d.action == Action::Block {
-            self.block(key, &q);
-        } else {
-            // Shadow mode changes nothing: its flows are not watched.
-            let watch = (d.action == Action::Allow)
-                .then(|| q.original_dcid())
-                .flatten();
-            self.allow(key, &info, held, last, watch);
+            Judgement::Drop => {}
         }
     }
 
@@ -467,6 +560,11 @@ impl Udp {
                 stamp,
             },
         );
+        self.close(key, q);
+    }
+
+    /// Answer a blocked flow with a CONNECTION_CLOSE, unless told to drop.
+    fn close(&mut self, key: Key, q: &quic::Flow) {
         if self.shared.quic_block != QuicBlock::Close {
             return;
         }
@@ -537,9 +635,11 @@ impl Udp {
             up,
             last: AtomicU64::new(self.now_ms()),
             done: AtomicBool::new(false),
-            dcid: dcid.map(Box::from),
+            dcid: arc_swap::ArcSwapOption::new(
+                dcid.and_then(|d| quic::Cid::new(d).ok()).map(Arc::new),
+            ),
         });
-        self.insert(key, State::Allowed(relay.clone()));
+        self.insert(key, State::Allowed(relay.clone(), None));
         let idle = self.shared.limits.flow_idle();
         let epoch = self.epoch;
         if let Reply::Bound(own) = &reply {
@@ -547,10 +647,36 @@ impl Udp {
             // connected to the client) now receives the client's datagrams
             // itself (the kernel prefers the connected socket): relay them.
             let (own, relay) = (own.clone(), relay.clone());
+            let (shared, info) = (self.shared.clone(), info.clone());
             tokio::spawn(async move {
+                let mut second = None;
+                let mut from_client = |ds: &[&[u8]]| {
+                    if ds.iter().all(|d| relay.admits(d)) {
+                        return relay.send_up(ds);
+                    }
+                    for &d in ds {
+                        if relay.admits(d) {
+                            relay.send_up(&[d]);
+                            continue;
+                        }
+                        match reinspect(&shared, &info, &relay, &mut second, d) {
+                            Verdict::Forward(held) => {
+                                let held: Vec<&[u8]> = held.iter().map(Vec::as_slice).collect();
+                                relay.send_up(&held);
+                            }
+                            Verdict::Block(q) if shared.quic_block == QuicBlock::Close => {
+                                let mut out = Vec::with_capacity(128);
+                                if q.close_packet(&mut out).is_ok() {
+                                    io::send_all(own.as_raw_fd(), None, &[&out]);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                };
                 while !relay.done.load(Ordering::Relaxed) {
                     match tokio::time::timeout(idle, own.readable()).await {
-                        Ok(Ok(())) => match pump(&own, |ds| relay.forward_all(ds)) {
+                        Ok(Ok(())) => match pump(&own, &mut from_client) {
                             Ok(true) => relay.touch(epoch),
                             Ok(false) => {}
                             Err(_) => break,
@@ -642,7 +768,7 @@ impl Udp {
                     keep
                 }
                 State::Blocked { until, .. } => now < *until,
-                State::Allowed(r) => !r.done.load(Ordering::Relaxed),
+                State::Allowed(r, _) => !r.done.load(Ordering::Relaxed),
             };
             if !keep {
                 gone += 1;

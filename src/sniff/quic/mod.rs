@@ -710,7 +710,8 @@ pub struct Cid {
 }
 
 impl Cid {
-    fn new(b: &[u8]) -> Result<Cid, QuicError> {
+    /// A copy of `b`; over [`MAX_CID_LEN`] bytes is an error.
+    pub fn new(b: &[u8]) -> Result<Cid, QuicError> {
         if b.len() > MAX_CID_LEN {
             return Err(QuicError::CidTooLong);
         }

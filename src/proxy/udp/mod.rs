@@ -224,7 +224,7 @@ fn judge(shared: &Shared, info: &ConnInfo, step: Result<Step, QuicError>) -> Jud
 /// from the address the client sent to).
 #[derive(Clone)]
 enum Reply {
-    Listener(Arc<UdpSocket>, Arc<socket2::SockAddr>),
+    Listener(Arc<UdpSocket>, SocketAddr),
     Bound(Arc<UdpSocket>),
 }
 
@@ -234,7 +234,7 @@ impl Reply {
     /// of a new socket is not known yet, and UDP sends need none.
     fn send_all(&self, datagrams: &[&[u8]]) {
         match self {
-            Reply::Listener(s, to) => io::send_all(s.as_raw_fd(), Some(to), datagrams),
+            Reply::Listener(s, to) => io::send_all(s.as_raw_fd(), Some(&(*to).into()), datagrams),
             Reply::Bound(s) => io::send_all(s.as_raw_fd(), None, datagrams),
         }
     }
@@ -583,7 +583,7 @@ impl Udp {
     /// The way back to a client.
     fn reply(&self, (client, dst): Key) -> std::io::Result<Reply> {
         if !self.lctx.transparent_udp() {
-            return Ok(Reply::Listener(self.sock.clone(), Arc::new(client.into())));
+            return Ok(Reply::Listener(self.sock.clone(), client));
         }
         // From the original destination: a socket bound to it (it is not
         // one of ours: IP_TRANSPARENT), connected to the client.

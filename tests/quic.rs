@@ -306,14 +306,17 @@ fn idle_quic_flows_are_small() {
         .unwrap_or(2000);
     #[allow(non_snake_case)]
     let N = n_flows;
-    // RSS grows in allocator steps: the figure is the growth over the
-    // second half of the flows (after the first half paid the fixed costs:
-    // buffers, tables, allocator segments).
-    let mut rss = Vec::new();
+    // RSS grows in allocator steps: the figure is the slope of a
+    // least-squares line through RSS sampled every N/16 flows, over the
+    // last three quarters (the first pays the fixed costs: buffers,
+    // tables, allocator segments).
+    let step = (N / 16).max(1);
+    let mut rss: Vec<(f64, f64)> = Vec::new();
     for i in 0..N {
-        if i % (N / 2) == 0 {
-            std::thread::sleep(Duration::from_millis(500));
-            rss.push(status_kb(p.child.id(), "VmRSS:"));
+        if i % step == 0 {
+            flows((i + 100) as f64);
+            std::thread::sleep(Duration::from_millis(200));
+            rss.push((i as f64, status_kb(p.child.id(), "VmRSS:") as f64 * 1024.0));
         }
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
         c.send_to(&initial, proxy).unwrap();
@@ -322,18 +325,24 @@ fn idle_quic_flows_are_small() {
             // Paced: a burst larger than the socket's receive buffer would
             // lose Initials (and flows) before icpgate reads them.
             std::thread::sleep(Duration::from_millis(50));
-            flows((i + 1 + 100) as f64);
         }
     }
     flows((N + 100) as f64);
-    std::thread::sleep(Duration::from_millis(500));
-    rss.push(status_kb(p.child.id(), "VmRSS:"));
-    let (mid, after) = (rss[1], rss[rss.len() - 1]);
-    let per = after.saturating_sub(mid) * 1024 / (N - N / 2);
+    std::thread::sleep(Duration::from_millis(200));
+    rss.push((N as f64, status_kb(p.child.id(), "VmRSS:") as f64 * 1024.0));
+    let pts = &rss[rss.len() / 4..];
+    let n = pts.len() as f64;
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let slope = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+        / pts.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+    let per = slope.max(0.0) as u64;
     eprintln!(
-        "idle QUIC flow: {per} bytes (RSS {} kB at the start, {mid} kB after {} flows, {after} kB after {N})",
-        rss[0],
-        N / 2
+        "idle QUIC flow: {per} bytes (RSS {:.0} kB at the start, {:.0} kB after {N} flows)",
+        rss[0].1 / 1024.0,
+        rss[rss.len() - 1].1 / 1024.0
     );
     assert!(per <= 8192, "{per} bytes per idle QUIC flow (debug build)");
     assert_eq!(

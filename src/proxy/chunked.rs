@@ -61,13 +61,7 @@ impl Default for Chunked {
 
 impl Chunked {
     pub fn new() -> Self {
-        Chunked {
-            st: St::Size {
-                digits: 0,
-                val: 0,
-                line: 0,
-            },
-        }
+        Chunked { st: SIZE_START }
     }
 
     pub fn is_done(&self) -> bool {
@@ -84,6 +78,7 @@ impl Chunked {
             self.st = match self.st {
                 St::Done => return Ok(i),
                 St::Data(n) => {
+                    // Chunk data is skipped whole, not byte by byte.
                     let take = (buf.len() - i).min(usize::try_from(n).unwrap_or(usize::MAX));
                     i += take;
                     let left = n - take as u64;
@@ -94,109 +89,119 @@ impl Chunked {
                     };
                     continue;
                 }
-                St::Size { digits, val, line } => {
-                    if line >= MAX_SIZE_LINE {
-                        return Err("chunk size line too long");
-                    }
-                    match hex(b) {
-                        Some(d) => {
-                            if digits >= 16 {
-                                return Err("chunk size too large");
-                            }
-                            St::Size {
-                                digits: digits + 1,
-                                val: (val << 4) | u64::from(d),
-                                line: line + 1,
-                            }
-                        }
-                        None if digits == 0 => return Err("chunk size expected"),
-                        None if b == b'\r' => St::SizeLf { val },
-                        None if b == b';' || b == b' ' || b == b'\t' => St::Ext {
-                            val,
-                            line: line + 1,
-                        },
-                        None => return Err("bad chunk size"),
-                    }
-                }
-                St::Ext { val, line } => {
-                    if line >= MAX_SIZE_LINE {
-                        return Err("chunk extension too long");
-                    }
-                    match b {
-                        b'\r' => St::SizeLf { val },
-                        b'\n' => return Err("bare LF in chunk size line"),
-                        b'\t' => St::Ext {
-                            val,
-                            line: line + 1,
-                        },
-                        c if c < 0x20 || c == 0x7f => {
-                            return Err("control byte in chunk extension")
-                        }
-                        _ => St::Ext {
-                            val,
-                            line: line + 1,
-                        },
-                    }
-                }
-                St::SizeLf { val } => {
-                    if b != b'\n' {
-                        return Err("CR without LF in chunk size line");
-                    }
-                    if val == 0 {
-                        St::TrailerStart { total: 0 }
-                    } else {
-                        St::Data(val)
-                    }
-                }
-                St::DataCr => {
-                    if b != b'\r' {
-                        return Err("chunk data longer than its size");
-                    }
-                    St::DataLf
-                }
-                St::DataLf => {
-                    if b != b'\n' {
-                        return Err("CR without LF after chunk data");
-                    }
-                    St::Size {
-                        digits: 0,
-                        val: 0,
-                        line: 0,
-                    }
-                }
-                St::TrailerStart { total } => match b {
-                    b'\r' => St::FinalLf,
-                    b'\n' => return Err("bare LF in trailers"),
-                    _ => St::TrailerLine { total: total + 1 },
-                },
-                St::TrailerLine { total } => {
-                    if total >= MAX_TRAILERS {
-                        return Err("trailers too long");
-                    }
-                    match b {
-                        b'\r' => St::TrailerLf { total },
-                        b'\n' => return Err("bare LF in trailers"),
-                        _ => St::TrailerLine { total: total + 1 },
-                    }
-                }
-                St::TrailerLf { total } => {
-                    if b != b'\n' {
-                        return Err("CR without LF in trailers");
-                    }
-                    St::TrailerStart { total }
-                }
+                St::Size { digits, val, line } => size_digit(digits, val, line, b)?,
+                St::Ext { val, line } => extension(val, line, b)?,
+                St::SizeLf { val } => size_lf(val, b)?,
+                St::DataCr => expect(b, b'\r', St::DataLf, "chunk data longer than its size")?,
+                St::DataLf => expect(b, b'\n', SIZE_START, "CR without LF after chunk data")?,
+                St::TrailerStart { total } => trailer_start(total, b)?,
+                St::TrailerLine { total } => trailer_line(total, b)?,
+                St::TrailerLf { total } => expect(
+                    b,
+                    b'\n',
+                    St::TrailerStart { total },
+                    "CR without LF in trailers",
+                )?,
                 St::FinalLf => {
-                    if b != b'\n' {
-                        return Err("CR without LF at the end of a chunked body");
-                    }
-                    i += 1;
-                    self.st = St::Done;
-                    return Ok(i);
+                    let why = "CR without LF at the end of a chunked body";
+                    self.st = expect(b, b'\n', St::Done, why)?;
+                    return Ok(i + 1);
                 }
             };
             i += 1;
         }
         Ok(i)
+    }
+}
+
+/// The state at the start of a chunk-size line.
+const SIZE_START: St = St::Size {
+    digits: 0,
+    val: 0,
+    line: 0,
+};
+
+/// `next` if `b` is `want`, else the error `why`.
+#[inline(always)]
+fn expect(b: u8, want: u8, next: St, why: &'static str) -> Result<St, &'static str> {
+    if b == want {
+        Ok(next)
+    } else {
+        Err(why)
+    }
+}
+
+/// A byte of the chunk-size digits (or what ends them).
+#[inline(always)]
+fn size_digit(digits: u8, val: u64, line: u32, b: u8) -> Result<St, &'static str> {
+    if line >= MAX_SIZE_LINE {
+        return Err("chunk size line too long");
+    }
+    match hex(b) {
+        Some(_) if digits >= 16 => Err("chunk size too large"),
+        Some(d) => Ok(St::Size {
+            digits: digits + 1,
+            val: (val << 4) | u64::from(d),
+            line: line + 1,
+        }),
+        None if digits == 0 => Err("chunk size expected"),
+        None if b == b'\r' => Ok(St::SizeLf { val }),
+        None if b == b';' || b == b' ' || b == b'\t' => Ok(St::Ext {
+            val,
+            line: line + 1,
+        }),
+        None => Err("bad chunk size"),
+    }
+}
+
+/// A byte of chunk extensions, until CR.
+#[inline(always)]
+fn extension(val: u64, line: u32, b: u8) -> Result<St, &'static str> {
+    if line >= MAX_SIZE_LINE {
+        return Err("chunk extension too long");
+    }
+    match b {
+        b'\r' => Ok(St::SizeLf { val }),
+        b'\n' => Err("bare LF in chunk size line"),
+        c if (c < 0x20 && c != b'\t') || c == 0x7f => Err("control byte in chunk extension"),
+        _ => Ok(St::Ext {
+            val,
+            line: line + 1,
+        }),
+    }
+}
+
+/// The LF ending a chunk-size line: the chunk's data, or the trailers
+/// after the last chunk.
+#[inline(always)]
+fn size_lf(val: u64, b: u8) -> Result<St, &'static str> {
+    match (b, val) {
+        (b'\n', 0) => Ok(St::TrailerStart { total: 0 }),
+        (b'\n', _) => Ok(St::Data(val)),
+        _ => Err("CR without LF in chunk size line"),
+    }
+}
+
+/// The first byte of a trailer line, or the CR of the final empty line.
+#[inline(always)]
+fn trailer_start(total: u32, b: u8) -> Result<St, &'static str> {
+    match b {
+        b'\r' => Ok(St::FinalLf),
+        b'\n' => Err("bare LF in trailers"),
+        _ => Ok(St::TrailerLine { total: total + 1 }),
+    }
+}
+
+/// A byte of a trailer line, until CR.
+#[inline(always)]
+fn trailer_line(total: u32, b: u8) -> Result<St, &'static str> {
+    if total >= MAX_TRAILERS {
+        return Err("trailers too long");
+    }
+    match b {
+        b'\r' => Ok(St::TrailerLf { total }),
+        b'\n' => Err("bare LF in trailers"),
+        _ => Ok(St::TrailerLine { total: total + 1 }),
     }
 }
 

@@ -424,8 +424,20 @@ impl Policy {
         if !self.enforced(dst) {
             return Decision::new(Action::Pass, Reason::OutsideMainland);
         }
-        match hostname::canonicalize(raw) {
-            Ok(host) => self.decide_host(snap, &host, dst, now),
+        self.decide_canonicalized(snap, &hostname::canonicalize(raw), dst, now)
+    }
+
+    /// [`Policy::decide_raw`] for a raw host string canonicalized already
+    /// (one name decided against several tables canonicalizes it once).
+    pub fn decide_canonicalized<'s>(
+        &self,
+        snap: &'s Snapshot,
+        host: &Result<Host<'_>, hostname::HostError>,
+        dst: Option<IpAddr>,
+        now: i64,
+    ) -> Decision<'s> {
+        match host {
+            Ok(host) => self.decide_host(snap, host, dst, now),
             // R8: not a hostname → never allowed, treated as unfiled.
             Err(_) => self.refuse(Reason::Unfiled, dst),
         }

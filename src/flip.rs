@@ -158,8 +158,10 @@ pub fn evaluate(
     let mut flipped = Vec::new();
     for (i, (name, w)) in recent.iter().enumerate() {
         r.traffic += w;
-        let before = policy.decide_raw(old, name, None, now);
-        let after = policy.decide_raw(new, name, None, now);
+        // Canonicalized once, decided with both tables.
+        let host = crate::hostname::canonicalize(name);
+        let before = policy.decide_canonicalized(old, &host, None, now);
+        let after = policy.decide_canonicalized(new, &host, None, now);
         match (blocks(before.action), blocks(after.action)) {
             (false, true) => {
                 r.flipped += w;

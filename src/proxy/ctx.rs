@@ -16,7 +16,7 @@ use crate::config::{EchPolicy, Limits, ListenerConfig, TlsBlock, Transparent};
 use crate::decision::{Action, Decision, Policy, Reason};
 use crate::hostname::{self, Host};
 use crate::metrics::{Metrics, Proto};
-use crate::snapshot::TableHolder;
+use crate::snapshot::{Snapshot, TableHolder};
 use crate::top::TopBlocked;
 
 /// State shared by every connection.
@@ -145,16 +145,21 @@ where
 pub struct OwnedBlock {
     pub reason: Reason,
     pub icp: Option<String>,
+    /// When the table that decided was loaded (Unix seconds): the page's
+    /// "table loaded at".
+    pub table_loaded: i64,
 }
 
-impl From<&Decision<'_>> for OwnedBlock {
-    fn from(d: &Decision<'_>) -> Self {
+impl OwnedBlock {
+    /// `d`, decided with `snap`.
+    pub fn new(d: &Decision<'_>, snap: &Snapshot) -> Self {
         OwnedBlock {
             reason: d.reason,
             icp: d
                 .matched
                 .map(|r| r.icp().to_owned())
                 .filter(|s| !s.is_empty()),
+            table_loaded: crate::decision::unix_secs(snap.meta.loaded_at),
         }
     }
 }

@@ -82,7 +82,6 @@ pub fn render_block<R>(
     f: impl FnOnce(&BlockAnswer, &block::Filled<'_>) -> R,
 ) -> R {
     let request_id = block::request_id();
-    let loaded = crate::decision::unix_secs(shared.table.load().meta.loaded_at);
     let answer = BlockAnswer {
         status: StatusCode::from_u16(shared.page.status()).unwrap_or(StatusCode::FORBIDDEN),
         reason: block.reason,
@@ -90,7 +89,7 @@ pub fn render_block<R>(
     };
     STAMPS.with_borrow_mut(|[now, table]| {
         let time = now.get(crate::decision::now_unix());
-        let table_time = table.get(loaded);
+        let table_time = table.get(block.table_loaded);
         let page = shared.page.fill(&PageInput {
             host,
             registrable,

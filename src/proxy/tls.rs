@@ -78,7 +78,7 @@ pub(crate) async fn tls_conn(
                     .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned())
                     .unwrap_or_default();
                 record(&shared, Proto::Tls, &d, &name, &info, started);
-                (d.action == Action::Block).then(|| (name, OwnedBlock::from(&d)))
+                (d.action == Action::Block).then(|| (name, OwnedBlock::new(&d, &snap)))
             }
             _ => {
                 let name = hello.sni.as_ref().and_then(|s| s.as_str()).unwrap_or("");
@@ -94,14 +94,9 @@ pub(crate) async fn tls_conn(
 }
 
 async fn tls_block(shared: &Shared, stream: Client, buf: Vec<u8>, name: &str, d: &Decision<'_>) {
-    Box::pin(tls_block_owned(
-        shared,
-        stream,
-        buf,
-        name,
-        OwnedBlock::from(d),
-    ))
-    .await
+    // Decided without the table: the page shows the current one's time.
+    let block = OwnedBlock::new(d, &shared.table.load());
+    Box::pin(tls_block_owned(shared, stream, buf, name, block)).await
 }
 
 async fn tls_block_owned(

@@ -15,6 +15,7 @@ use crate::proxy::chunked::Chunked;
 use crate::proxy::client::Client;
 use crate::proxy::ctx::{record, registrable_of, write_within, ConnInfo, OwnedBlock, Shared};
 use crate::proxy::upstream::Tracked;
+use crate::snapshot::Snapshot;
 use crate::sniff::http::header_slots;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -698,7 +699,9 @@ pub(super) fn plan(
             None => shared.policy.decide_no_name(Some(info.dst)),
         };
         if d.action == Action::Block {
-            return block_plan(shared, info, buf, req, end, &host, apex, &d, obuf, started);
+            return block_plan(
+                shared, info, buf, req, end, &host, apex, &d, &snap, obuf, started,
+            );
         }
         // Shadow mode: reported under its name like a block.
         let name = (d.action == Action::WouldBlock).then(|| {
@@ -777,12 +780,13 @@ fn block_plan(
     host: &Option<Host<'_>>,
     apex: Option<&str>,
     d: &Decision<'_>,
+    snap: &Snapshot,
     obuf: &mut Vec<u8>,
     started: Instant,
 ) -> Plan {
     let name = host.as_ref().map(Host::text).unwrap_or_default();
     record(shared, Proto::Http, d, &name, info, started);
-    let block = OwnedBlock::from(d);
+    let block = OwnedBlock::new(d, snap);
     let raw_host = req
         .headers
         .iter()

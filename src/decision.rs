@@ -364,16 +364,38 @@ impl Policy {
         dst: IpAddr,
         now: i64,
     ) -> Decision<'s> {
+        self.decide_hello_then(snap, hello, ech, dst, now, |d, _| d)
+    }
+
+    /// [`Policy::decide_hello`], handing `then` the decision and, when the
+    /// rules were applied to the SNI, its canonical host and registrable
+    /// domain (found once: for the lookup, and for a block page).
+    pub fn decide_hello_then<'s, R>(
+        &self,
+        snap: &'s Snapshot,
+        hello: &crate::sniff::tls::Hello,
+        ech: crate::config::EchPolicy,
+        dst: IpAddr,
+        now: i64,
+        then: impl FnOnce(Decision<'s>, Option<(&Host<'_>, Option<&str>)>) -> R,
+    ) -> R {
         if hello.ech && ech == crate::config::EchPolicy::Block && self.enforced(Some(dst)) {
-            return self.refuse(Reason::Ech, Some(dst));
+            return then(self.refuse(Reason::Ech, Some(dst)), None);
         }
-        match hello.sni {
-            None => self.decide_no_name(Some(dst)),
-            Some(sni) => match sni.as_str().map(hostname::canonicalize_bare) {
-                Some(Ok(host)) => self.decide_host(snap, &host, Some(dst), now),
-                // R8: not a host name (or not UTF-8): never allowed.
-                _ => self.refuse(Reason::Unfiled, Some(dst)),
-            },
+        let Some(sni) = hello.sni else {
+            return then(self.decide_no_name(Some(dst)), None);
+        };
+        match sni.as_str().map(hostname::canonicalize_bare) {
+            Some(Ok(host)) => {
+                let apex = match &host {
+                    Host::Name(n) => hostname::registrable_domain(n),
+                    Host::Ip(_) => None,
+                };
+                let d = self.decide_host_under(snap, &host, apex, Some(dst), now);
+                then(d, Some((&host, apex)))
+            }
+            // R8: not a host name (or not UTF-8): never allowed.
+            _ => then(self.refuse(Reason::Unfiled, Some(dst)), None),
         }
     }
 

@@ -142,15 +142,23 @@ fn server_builder(shared: &Shared) -> hyper::server::conn::http1::Builder {
 }
 
 /// After a TLS block handshake (`tls = "page"`): answer every request with
-/// the block page (the connection closes after the first).
-pub async fn serve_block_only<I>(shared: &Shared, io: I, name: &str, block: OwnedBlock)
-where
+/// the block page (the connection closes after the first). `registrable`:
+/// the SNI's registrable domain when the decision found it (else found
+/// here).
+pub async fn serve_block_only<I>(
+    shared: &Shared,
+    io: I,
+    name: &str,
+    registrable: Option<String>,
+    block: OwnedBlock,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let registrable = match crate::hostname::canonicalize_bare(name) {
-        Ok(h) => registrable_of(&h).into_owned(),
-        Err(_) => name.to_owned(),
-    };
+    let registrable =
+        registrable.unwrap_or_else(|| match crate::hostname::canonicalize_bare(name) {
+            Ok(h) => registrable_of(&h).into_owned(),
+            Err(_) => name.to_owned(),
+        });
     let (status, headers, body) = block_parts(shared, name, &registrable, &block);
     let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
         let r = response(status, headers.clone(), body.clone());

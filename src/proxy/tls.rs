@@ -9,13 +9,14 @@ use tokio::io::AsyncWriteExt;
 
 use super::client::Client;
 use super::conn::{count_early, passthrough, read_more};
-use super::ctx::{record, ConnInfo, OwnedBlock, Shared};
+use super::ctx::{record, registrable_of, ConnInfo, OwnedBlock, Shared};
 use super::http;
 use super::prefixed::Prefixed;
 use super::upstream::Tracked;
 use crate::block;
 use crate::config::TlsBlock;
 use crate::decision::{now_unix, Action, Decision};
+use crate::hostname::Host;
 use crate::metrics::Metrics;
 use crate::metrics::{Proto, Sniffed};
 use crate::sniff::tls;
@@ -68,27 +69,47 @@ pub(crate) async fn tls_conn(
     let started = Instant::now();
     let blocked = {
         let snap = shared.table.load();
-        let d = shared
-            .policy
-            .decide_hello(&snap, &hello, shared.ech, info.dst, now_unix());
-        match d.action {
+        let now = now_unix();
+        let decided = |d: Decision<'_>, named: Option<(&Host<'_>, Option<&str>)>| match d.action {
             Action::Block | Action::WouldBlock => {
                 let name = hello
                     .sni
                     .map(|s| String::from_utf8_lossy(s.as_bytes()).into_owned())
                     .unwrap_or_default();
                 record(&shared, Proto::Tls, &d, &name, &info, started);
-                (d.action == Action::Block).then(|| (name, OwnedBlock::new(&d, &snap)))
+                (d.action == Action::Block).then(|| {
+                    // The page's registrable domain, as the decision found it.
+                    let registrable = match (shared.tls_block, named) {
+                        (TlsBlock::Page, Some((host, apex))) => Some(
+                            apex.map_or_else(|| registrable_of(host).into_owned(), str::to_owned),
+                        ),
+                        _ => None,
+                    };
+                    (name, registrable, OwnedBlock::new(&d, &snap))
+                })
             }
             _ => {
                 let name = hello.sni.as_ref().and_then(|s| s.as_str()).unwrap_or("");
                 record(&shared, Proto::Tls, &d, name, &info, started);
                 None
             }
-        }
+        };
+        shared
+            .policy
+            .decide_hello_then(&snap, &hello, shared.ech, info.dst, now, decided)
     };
     match blocked {
-        Some((name, owned)) => Box::pin(tls_block_owned(&shared, stream, buf, &name, owned)).await,
+        Some((name, registrable, owned)) => {
+            Box::pin(tls_block_owned(
+                &shared,
+                stream,
+                buf,
+                &name,
+                registrable,
+                owned,
+            ))
+            .await
+        }
         None => passthrough(&shared, &info, stream, buf, pre).await,
     }
 }
@@ -96,14 +117,17 @@ pub(crate) async fn tls_conn(
 async fn tls_block(shared: &Shared, stream: Client, buf: Vec<u8>, name: &str, d: &Decision<'_>) {
     // Decided without the table: the page shows the current one's time.
     let block = OwnedBlock::new(d, &shared.table.load());
-    Box::pin(tls_block_owned(shared, stream, buf, name, block)).await
+    Box::pin(tls_block_owned(shared, stream, buf, name, None, block)).await
 }
 
+/// The block action for a blocked ClientHello. `registrable`: the name's
+/// registrable domain for the page, if the decision found it.
 async fn tls_block_owned(
     shared: &Shared,
     mut stream: Client,
     buf: Vec<u8>,
     name: &str,
+    registrable: Option<String>,
     block: OwnedBlock,
 ) {
     match (shared.tls_block, &shared.tls_page) {
@@ -119,7 +143,7 @@ async fn tls_block_owned(
                 Ok(Ok(s)) => s,
                 _ => return,
             };
-            http::serve_block_only(shared, tls, name, block).await;
+            http::serve_block_only(shared, tls, name, registrable, block).await;
         }
         (TlsBlock::Page, None) => stream.reset(),
     }

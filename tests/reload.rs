@@ -43,6 +43,22 @@ fn table_with(extra: &str) -> String {
     format!("{TABLE}{extra}")
 }
 
+/// The table loads so far (the one at start not counted), by result:
+/// `successes` successful ones and no other. Asserted after a load that
+/// must come last, it also catches an unwanted load that came late.
+fn assert_loads(p: &Proxy, successes: f64) {
+    for (result, n) in [
+        ("success", successes),
+        ("unchanged", 0.0),
+        ("rejected", 0.0),
+        ("error", 0.0),
+        ("flip_rejected", 0.0),
+    ] {
+        let metric = format!("icpgate_table_reloads_total{{result=\"{result}\"}}");
+        assert_eq!(p.metric(&metric), n, "{metric}");
+    }
+}
+
 #[test]
 fn file_replacement_is_picked_up_and_bad_tables_are_rejected() {
     let p = Proxy::start(http_upstream(), "\"127.0.0.0/8\"", "");
@@ -116,6 +132,7 @@ fn sighup_reloads_and_post_needs_the_token() {
         &p.table_path(),
         &table_with("hup.cn,京ICP备1号-1,filed,active,,\n"),
     );
+    // A moment in which a watcher that should not look could load it.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(decision(&p, "hup.cn")["reason"], "unfiled");
     // SAFETY: signalling our own child process.
@@ -124,6 +141,9 @@ fn sighup_reloads_and_post_needs_the_token() {
         wait_for(|| decision(&p, "hup.cn")["reason"] == "filed"),
         "SIGHUP did not reload"
     );
+    // The signal's load is the only one: nothing loaded the file before it,
+    // however late (that load would have left the signal's "unchanged").
+    assert_loads(&p, 1.0);
 
     replace(
         &p.table_path(),
@@ -172,6 +192,7 @@ fn directory_events_load_a_change_without_waiting_for_a_look() {
     let mut f = std::fs::File::create(p.table_path()).unwrap();
     f.write_all(table_with(&row("half.cn")).as_bytes()).unwrap();
     f.flush().unwrap();
+    // The writer keeps it open a while: no load may happen meanwhile.
     std::thread::sleep(Duration::from_millis(600));
     assert!(!filed("half.cn"), "loaded while the writer had it open");
     f.write_all(row("closed.cn").as_bytes()).unwrap();
@@ -181,6 +202,10 @@ fn directory_events_load_a_change_without_waiting_for_a_look() {
         "write in place not picked up"
     );
     assert!(filed("half.cn"));
+    // Two loads so far, the rename's and the close's: none of the
+    // truncated or half-written file, even one that came too late for the
+    // check above.
+    assert_loads(&p, 2.0);
 
     // A symlink swapped in the directory, as Kubernetes updates a mounted
     // ConfigMap: the event names `..data`, not the table.
@@ -257,13 +282,22 @@ fn directory_comes_back(renamed: bool) {
     } else {
         std::fs::remove_dir_all(&dir).unwrap();
     }
+    // A moment for the watcher to see its directory go.
     std::thread::sleep(Duration::from_millis(300));
     assert!(filed("www.example.com.cn"), "the last good table must stay");
 
-    // Back, with a new table: found by a look.
+    // Back, with a new table (which has the old rows too): found by a look.
+    // The last good table serves until then, through the watcher's looks
+    // while its events were lost: checked at every poll, up to the load.
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(&table, table_with(&row("back.cn"))).unwrap();
-    assert!(wait_for(|| filed("back.cn")), "recreated table not loaded");
+    assert!(
+        wait_for(|| {
+            assert!(filed("www.example.com.cn"), "the last good table must stay");
+            filed("back.cn")
+        }),
+        "recreated table not loaded"
+    );
 
     // The look that loaded it was just now; the next is ~4 s away. A
     // rename is live well before it only if the events are watched again.

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -61,7 +62,7 @@ pub async fn handle(
         listener: lctx.clone(),
     };
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
-    let header_deadline = tokio::time::Instant::now() + shared.limits.header_timeout();
+    let mut header_deadline = tokio::time::Instant::now() + shared.limits.header_timeout();
     if lctx.proxy_protocol {
         match read_proxy_header(&mut stream, &mut buf, header_deadline).await {
             Ok(Some((src, orig))) => {
@@ -94,15 +95,32 @@ pub async fn handle(
         let started = Instant::now();
         let d = shared.policy.decide_no_name(Some(info.dst));
         record(&shared, Proto::Other, &d, "", &info, started);
-        passthrough(&shared, &info, stream, buf, None).await;
+        Box::pin(passthrough(&shared, &info, stream, buf, None)).await;
         return;
     }
-    first_bytes(shared, info, stream, buf, header_deadline).await;
+    let pre = match first_bytes(&shared, &info, &mut stream, &mut buf, &mut header_deadline).await {
+        First::Client(pre) => pre,
+        First::Server(up, said) => {
+            Box::pin(server_spoke_first(&shared, &info, stream, up, said)).await;
+            return;
+        }
+        First::Gone => return,
+    };
+    let cap = shared.limits.max_sniff_bytes;
+    let path = match path_of(&buf, cap) {
+        Some(path) => path,
+        None => match sniff_path(&mut stream, &mut buf, header_deadline, cap).await {
+            Some(path) => path,
+            None => return,
+        },
+    };
+    take_path(path, shared, info, stream, buf, pre, header_deadline, 0).await;
 }
 
 /// Where the connection was headed: the socket's local address, the
 /// upstream (fixed, or the original destination) and the destination IP
 /// for R2/R7. `None`: unknown (logged), the connection is dropped.
+#[inline(always)] // once per connection: written straight into its state
 fn destination(
     lctx: &ListenerCtx,
     stream: &Client,
@@ -177,51 +195,48 @@ fn refuse(shared: &Shared, lctx: &ListenerCtx, peer: SocketAddr, stream: Client,
     stream.reset();
 }
 
-/// The client's first bytes, then the path for them. Nothing yet: wait
-/// briefly for the client to speak; then whoever speaks first decides
-/// (see [`first_speaker`]). First one read without a timer: a client's
-/// first bytes usually follow its handshake within microseconds (a
-/// registered socket: after one turn of the event loop; with deferred
-/// accept they are queued already and the socket need not even enter
-/// epoll, see `client`). Arming (then cancelling) the server-first timer
-/// for every connection costs more.
+/// The client's first bytes, into `buf`. Nothing yet: wait briefly for
+/// the client to speak; then whoever speaks first decides (see
+/// [`first_speaker`]; the header deadline then runs from the client's first
+/// byte). First one read without a timer: a client's first bytes usually
+/// follow its handshake within microseconds (a registered socket: after one
+/// turn of the event loop; with deferred accept they are queued already and
+/// the socket need not even enter epoll, see `client`). Arming (then
+/// cancelling) the server-first timer for every connection costs more.
+/// The connection is borrowed, so that its path's future is not part of
+/// this one's.
 async fn first_bytes(
-    shared: Arc<Shared>,
-    info: ConnInfo,
-    mut stream: Client,
-    mut buf: Vec<u8>,
-    mut header_deadline: tokio::time::Instant,
-) {
+    shared: &Shared,
+    info: &ConnInfo,
+    stream: &mut Client,
+    buf: &mut Vec<u8>,
+    header_deadline: &mut tokio::time::Instant,
+) -> First {
     if buf.is_empty() {
         if !info.listener.defer_accept {
             tokio::task::yield_now().await;
         }
-        match read_now(&mut stream, &mut buf).await {
-            Some(Ok(0)) | Some(Err(_)) => return,
+        match read_now(stream, buf).await {
+            Some(Ok(0)) | Some(Err(_)) => return First::Gone,
             Some(Ok(_)) | None => {}
         }
     }
-    let mut pre = None;
-    if buf.is_empty() {
-        let wait = tokio::time::Instant::now() + server_first_wait(&shared.limits, info.peer);
-        match timeout_at(wait, stream.read_buf(&mut buf)).await {
-            Err(_) => match first_speaker(&shared, &info, &mut stream, &mut buf, None).await {
-                First::Server(up, said) => {
-                    server_spoke_first(&shared, &info, stream, up, said).await;
-                    return;
-                }
-                First::Client(up) => {
-                    // The header timeout runs from the client's first byte.
-                    pre = up;
-                    header_deadline = tokio::time::Instant::now() + shared.limits.header_timeout();
-                }
-                First::Gone => return,
-            },
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(_)) => {}
-        }
+    if !buf.is_empty() {
+        return First::Client(None);
     }
-    dispatch(shared, info, stream, buf, pre, header_deadline, 0).await;
+    let wait = tokio::time::Instant::now() + server_first_wait(&shared.limits, info.peer);
+    match timeout_at(wait, stream.read_buf(buf)).await {
+        Err(_) => {
+            // Boxed: a silent client is the rare case.
+            let first = Box::pin(first_speaker(shared, info, stream, buf, None)).await;
+            if let First::Client(_) = first {
+                *header_deadline = tokio::time::Instant::now() + shared.limits.header_timeout();
+            }
+            first
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => First::Gone,
+        Ok(Ok(_)) => First::Client(None),
+    }
 }
 
 /// The server-first wait for this client: `server_first_wait_ms`, spread
@@ -252,30 +267,90 @@ pub(crate) async fn dispatch(
     depth: u8,
 ) {
     let cap = shared.limits.max_sniff_bytes;
+    let Some(path) = sniff_path(&mut stream, &mut buf, header_deadline, cap).await else {
+        return;
+    };
+    take_path(path, shared, info, stream, buf, pre, header_deadline, depth).await;
+}
+
+/// Where a connection's first bytes send it.
+enum Path {
+    Tls,
+    Http,
+    Other,
+}
+
+/// The path the first bytes (`buf`, at least one) choose; `None`: more
+/// bytes are needed to tell.
+fn path_of(buf: &[u8], cap: usize) -> Option<Path> {
+    match sniff::classify(buf) {
+        sniff::Kind::Tls => Some(Path::Tls),
+        sniff::Kind::Http => Some(Path::Http),
+        sniff::Kind::Other => Some(Path::Other),
+        // Still a prefix of a request line at the cap: the HTTP engine
+        // refuses it (414), so length never turns HTTP into "other".
+        sniff::Kind::NeedMore if buf.len() >= cap => Some(Path::Http),
+        sniff::Kind::NeedMore => None,
+    }
+}
+
+/// Read until the first bytes (`buf`, at least one) say which path the
+/// connection takes; `None`: it ended first (counted). (Most connections'
+/// first read tells: [`path_of`] is asked first, without this future.)
+async fn sniff_path(
+    stream: &mut Client,
+    buf: &mut Vec<u8>,
+    header_deadline: tokio::time::Instant,
+    cap: usize,
+) -> Option<Path> {
     loop {
-        match sniff::classify(&buf) {
-            sniff::Kind::Tls => {
-                return tls::tls_conn(shared, info, stream, buf, header_deadline, pre).await;
-            }
-            sniff::Kind::Http => {
-                return h1::serve(shared, info, stream, buf, header_deadline, pre, depth).await;
-            }
-            sniff::Kind::Other => {
-                Metrics::get().sniffed(Sniffed::Other);
-                no_name(&shared, &info, stream, buf, pre).await;
-                return;
-            }
-            // Still a prefix of a request line at the cap: the HTTP engine
-            // refuses it (414), so length never turns HTTP into "other".
-            sniff::Kind::NeedMore if buf.len() >= cap => {
-                return h1::serve(shared, info, stream, buf, header_deadline, pre, depth).await;
-            }
-            sniff::Kind::NeedMore => {
-                if let Err(e) = read_more(&mut stream, &mut buf, header_deadline, cap).await {
-                    count_early(&e);
-                    return;
-                }
-            }
+        if let Some(path) = path_of(buf, cap) {
+            return Some(path);
+        }
+        if let Err(e) = read_more(stream, buf, header_deadline, cap).await {
+            count_early(&e);
+            return None;
+        }
+    }
+}
+
+/// The connection on its path, as a boxed future: a connection's task
+/// holds only the small part before it (each path's state is several KiB,
+/// and a future is copied whole at each level that creates it), and each
+/// poll goes to the path directly.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn take_path(
+    path: Path,
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    stream: Client,
+    buf: Vec<u8>,
+    pre: Option<Tracked>,
+    header_deadline: tokio::time::Instant,
+    depth: u8,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    match path {
+        Path::Tls => Box::pin(tls::tls_conn(
+            shared,
+            info,
+            stream,
+            buf,
+            header_deadline,
+            pre,
+        )),
+        Path::Http => Box::pin(h1::serve(
+            shared,
+            info,
+            stream,
+            buf,
+            header_deadline,
+            pre,
+            depth,
+        )),
+        Path::Other => {
+            Metrics::get().sniffed(Sniffed::Other);
+            Box::pin(async move { no_name(&shared, &info, stream, buf, pre).await })
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::proxy::upstream::Tracked;
 use crate::snapshot::Snapshot;
 use crate::sniff::http::header_slots;
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -73,7 +74,8 @@ pub(super) struct Conn<'a> {
 /// Serve a client connection the sniffer found to start like HTTP/1.x
 /// (`buf`: the bytes read so far). The first head must be complete by
 /// `first_deadline`.
-pub async fn serve(
+#[allow(clippy::manual_async_fn)] // on purpose, see the body
+pub fn serve(
     shared: Arc<Shared>,
     info: ConnInfo,
     client: Client,
@@ -81,50 +83,60 @@ pub async fn serve(
     first_deadline: tokio::time::Instant,
     pre: Option<Tracked>,
     depth: u8,
-) {
-    let mut c = Conn {
-        first: Some(first_deadline),
-        shared: &shared,
-        info: &info,
-        client,
-        cbuf: buf,
-        ubuf: Vec::new(),
-        obuf: Vec::new(),
-        // An upstream connection opened before the first request (it may
-        // have idled: retried once like a pooled one).
-        up: pre.map(|s| Up {
-            s,
-            addr: info.upstream.key(),
-            reused: true,
-        }),
-        depth,
-    };
-    let next = c.run().await;
-    let Conn {
-        client,
-        cbuf,
-        ubuf,
-        up,
-        ..
-    } = c;
-    match (next, up) {
-        (Next::Tunnel { connect: true }, Some(up)) => {
-            // The tunnel is a new connection to decide (docs/data-path.md, Tunnels).
-            Box::pin(crate::proxy::conn::tunnel(
-                shared, info, client, up.s, cbuf, ubuf, depth,
-            ))
-            .await;
+) -> impl Future<Output = ()> + Send {
+    // An async block, not an async fn: `shared` and `info` stay where they
+    // were captured (an async fn moves each argument into a local of its
+    // own, and its state holds both).
+    async move {
+        let mut c = Conn {
+            first: Some(first_deadline),
+            shared: &shared,
+            info: &info,
+            client,
+            cbuf: buf,
+            ubuf: Vec::new(),
+            obuf: Vec::new(),
+            // An upstream connection opened before the first request (it may
+            // have idled: retried once like a pooled one).
+            up: pre.map(|s| Up {
+                s,
+                addr: info.upstream.key(),
+                reused: true,
+            }),
+            depth,
+        };
+        let next = c.run().await;
+        let Conn {
+            client,
+            cbuf,
+            ubuf,
+            up,
+            ..
+        } = c;
+        match (next, up) {
+            (Next::Tunnel { connect: true }, Some(up)) => {
+                // The tunnel is a new connection to decide (docs/data-path.md, Tunnels).
+                Box::pin(crate::proxy::conn::tunnel(
+                    shared, info, client, up.s, cbuf, ubuf, depth,
+                ))
+                .await;
+            }
+            (Next::Tunnel { connect: false }, Some(up)) => {
+                // Boxed, as below: rare paths do not size the common one's state.
+                Box::pin(websocket(&shared, client, up.s, cbuf, ubuf)).await;
+            }
+            // In a tunnel whose end is gone: nowhere to forward to.
+            (Next::Pipe, None) if depth > 0 => {}
+            (Next::Pipe, up) => {
+                let up = up.map(|u| u.s);
+                Box::pin(crate::proxy::conn::passthrough(
+                    &shared, &info, client, cbuf, up,
+                ))
+                .await;
+            }
+            (_, Some(up)) if depth == 0 => info.listener.pool.put(up.addr, up.s),
+            (_, _) => {}
         }
-        (Next::Tunnel { connect: false }, Some(up)) => {
-            websocket(&shared, client, up.s, cbuf, ubuf).await;
-        }
-        // In a tunnel whose end is gone: nowhere to forward to.
-        (Next::Pipe, None) if depth > 0 => {}
-        (Next::Pipe, up) => {
-            crate::proxy::conn::passthrough(&shared, &info, client, cbuf, up.map(|u| u.s)).await;
-        }
-        (_, Some(up)) if depth == 0 => info.listener.pool.put(up.addr, up.s),
-        (_, _) => {}
     }
 }
 
@@ -474,11 +486,13 @@ impl Conn<'_> {
             if !*body_done {
                 // The rest of the body streams while we wait for the
                 // response (an interim 100 may be what the client waits
-                // for; an early final response ends the exchange).
+                // for; an early final response ends the exchange). Boxed:
+                // the common exchange's state does not carry its size.
                 self.cbuf.drain(..f.end + sent_body);
-                return self
-                    .stream_until_head(f, sent_body, chunked, body_done, idle, cap)
-                    .await;
+                return Box::pin(
+                    self.stream_until_head(f, sent_body, chunked, body_done, idle, cap),
+                )
+                .await;
             }
             let head = read_response_head(
                 &mut *up.s,

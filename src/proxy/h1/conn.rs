@@ -50,7 +50,6 @@ pub(super) enum Next {
 
 pub(super) struct Up {
     pub(super) s: Tracked,
-    pub(super) addr: UpKey,
     /// Came from the pool (or served an earlier request): a failure before
     /// any response byte may just be the upstream having closed it.
     pub(super) reused: bool,
@@ -64,6 +63,9 @@ pub(super) struct Conn<'a> {
     pub(super) ubuf: Vec<u8>,
     pub(super) obuf: Vec<u8>,
     pub(super) up: Option<Up>,
+    /// The pool key of this client's upstream connections (found once: its
+    /// destination and source do not change while the connection lives).
+    pub(super) key: UpKey,
     /// Until the first head is complete: its deadline (from accept).
     pub(super) first: Option<tokio::time::Instant>,
     /// Inside this many `CONNECT` tunnels. In a tunnel the upstream is the
@@ -98,11 +100,8 @@ pub fn serve(
             obuf: Vec::new(),
             // An upstream connection opened before the first request (it may
             // have idled: retried once like a pooled one).
-            up: pre.map(|s| Up {
-                s,
-                addr: info.upstream.key(),
-                reused: true,
-            }),
+            up: pre.map(|s| Up { s, reused: true }),
+            key: info.upstream.key(),
             depth,
         };
         let next = c.run().await;
@@ -111,6 +110,7 @@ pub fn serve(
             cbuf,
             ubuf,
             up,
+            key,
             ..
         } = c;
         match (next, up) {
@@ -134,7 +134,7 @@ pub fn serve(
                 ))
                 .await;
             }
-            (_, Some(up)) if depth == 0 => info.listener.pool.put(up.addr, up.s),
+            (_, Some(up)) if depth == 0 => info.listener.pool.put(key, up.s),
             (_, _) => {}
         }
     }
@@ -349,17 +349,12 @@ impl Conn<'_> {
         if self.up.is_some() {
             return Ok(());
         }
-        let addr = self.info.upstream.key();
         if self.depth > 0 {
             // In a tunnel: once it is gone there is no other way there.
             return Err(());
         }
-        if let Some(s) = self.info.listener.pool.take(addr) {
-            self.up = Some(Up {
-                s,
-                addr,
-                reused: true,
-            });
+        if let Some(s) = self.info.listener.pool.take(self.key) {
+            self.up = Some(Up { s, reused: true });
             return Ok(());
         }
         self.connect().await
@@ -372,11 +367,7 @@ impl Conn<'_> {
         let t = self.shared.limits.connect_timeout();
         match self.info.upstream.connect(t).await {
             Ok(s) => {
-                self.up = Some(Up {
-                    s,
-                    addr: self.info.upstream.key(),
-                    reused: false,
-                });
+                self.up = Some(Up { s, reused: false });
                 Ok(())
             }
             Err(e) => {
@@ -604,7 +595,7 @@ impl Conn<'_> {
         let (here, done) = match body_prefix(r.body, &self.ubuf[r.end..], &mut chunked) {
             Ok(p) => p,
             Err(why) => {
-                tracing::debug!(upstream = %up.addr.0, why, "bad chunked response body");
+                tracing::debug!(upstream = %self.key.0, why, "bad chunked response body");
                 return self.fail(502).await;
             }
         };

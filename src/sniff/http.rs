@@ -127,6 +127,7 @@ pub fn request_host<'a>(
 }
 
 /// [`request_host`] with the target's authority already extracted.
+#[inline]
 fn request_host_parts<'a>(
     target_auth: Option<&'a str>,
     http10: bool,
@@ -138,8 +139,9 @@ fn request_host_parts<'a>(
     }
     let host = match first {
         Some(raw) => {
-            let s = std::str::from_utf8(raw).map_err(|_| Reason::BadHost)?;
-            let s = s.trim_matches(|c| c == ' ' || c == '\t');
+            // Blanks trimmed as bytes (they are ASCII: valid UTF-8 stays
+            // valid without them).
+            let s = std::str::from_utf8(trim_blanks(raw)).map_err(|_| Reason::BadHost)?;
             Some(hostname::canonicalize(s).map_err(|_| Reason::BadHost)?)
         }
         None => None,
@@ -167,6 +169,14 @@ fn request_host_parts<'a>(
     }
 }
 
+/// `v` without leading and trailing spaces and tabs.
+fn trim_blanks(v: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = v.iter().position(|b| !blank(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
 /// The authority of an absolute-form (`http://a/...`) or authority-form
 /// (`CONNECT a:443`) target; `None` for origin-form and `*`.
 /// RFC 9112 §3.2: origin-form (`/…`) and `*` name no authority;
@@ -174,6 +184,7 @@ fn request_host_parts<'a>(
 /// CONNECT alone, and CONNECT takes nothing else. A target of another
 /// shape is refused (`bad_request`): forwarded, an origin might read a name
 /// out of it that was never decided on.
+#[inline]
 pub fn target_authority(target: &str, connect: bool) -> Result<Option<&str>, Reason> {
     if connect {
         if target.starts_with('/') || target == "*" || target.contains("://") {

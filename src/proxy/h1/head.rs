@@ -203,6 +203,7 @@ pub enum Pure {
 
 /// The host a parsed request is for (its target and Host headers; see
 /// [`request_host`]), or the reason it names none that can be decided.
+#[inline]
 pub(super) fn host_of<'a>(
     req: &httparse::Request<'_, 'a>,
 ) -> Result<Option<crate::hostname::Host<'a>>, Reason> {
@@ -255,6 +256,7 @@ pub fn plan_pure(buf: &[u8]) -> Pure {
 /// (h2c included) removed. `None`: unsound framing (conflicting lengths,
 /// `Transfer-Encoding` not ending in `chunked`, ...), a `CONNECT` with a body
 /// or nested deeper than `MAX_TUNNEL_DEPTH` — refused (400), never forwarded.
+#[inline]
 pub(super) fn frame_request(
     buf: &[u8],
     req: &httparse::Request<'_, '_>,
@@ -333,6 +335,9 @@ struct ReqHeaders<'b> {
 }
 
 impl<'b> ReqHeaders<'b> {
+    // Inlined into its one caller: returned, the struct (with its list of
+    // named headers) would be copied on every request.
+    #[inline(always)]
     fn scan(headers: &[httparse::Header<'b>], http10: bool) -> Self {
         let mut h = ReqHeaders {
             length: None,
@@ -473,9 +478,8 @@ struct RespHeaders<'b> {
 }
 
 impl<'b> RespHeaders<'b> {
-    /// `None`: conflicting or malformed lengths (the response is bad).
-    fn scan(headers: &[httparse::Header<'b>], http11: bool) -> Option<Self> {
-        let mut h = RespHeaders {
+    fn new(http11: bool) -> Self {
+        RespHeaders {
             length: None,
             te: false,
             te_chunked_last: false,
@@ -483,7 +487,15 @@ impl<'b> RespHeaders<'b> {
             hop_other: false,
             up_close: !http11,
             named: Named::new(),
-        };
+        }
+    }
+
+    /// Scanned in place (returned, the struct with its list of named
+    /// headers would be copied for every response). `None`: conflicting or
+    /// malformed lengths (the response is bad).
+    #[inline]
+    fn scan(&mut self, headers: &[httparse::Header<'b>], http11: bool) -> Option<()> {
+        let h = self;
         for hd in headers {
             let n = hd.name;
             if eq(n, "content-length") {
@@ -516,7 +528,7 @@ impl<'b> RespHeaders<'b> {
                 h.hop_other = true;
             }
         }
-        Some(h)
+        Some(())
     }
 }
 
@@ -530,15 +542,11 @@ pub(super) fn plan_response(
 ) -> Option<Resp> {
     let status = resp.code?;
     let http11 = resp.version == Some(1);
-    let RespHeaders {
-        length,
-        te,
-        te_chunked_last,
-        hop,
-        hop_other,
-        up_close,
-        named,
-    } = RespHeaders::scan(resp.headers, http11)?;
+    // Read in place: the list of named headers is not moved out.
+    let mut scan = RespHeaders::new(http11);
+    scan.scan(resp.headers, http11)?;
+    let (length, te, te_chunked_last) = (scan.length, scan.te, scan.te_chunked_last);
+    let (hop, hop_other, up_close) = (scan.hop, scan.hop_other, scan.up_close);
     let tunnel = (status == 101 && f.upgrade) || (f.connect && (200..300).contains(&status));
     if status == 101 && !f.upgrade {
         return None;
@@ -583,7 +591,7 @@ pub(super) fn plan_response(
     for (line, h) in header_lines(head, resp.headers) {
         let n = h.name;
         let drop = is_hop_header(n)
-            || (named.has(n) && !eq(n, "transfer-encoding") && !eq(n, "content-length"));
+            || (scan.named.has(n) && !eq(n, "transfer-encoding") && !eq(n, "content-length"));
         if !drop {
             obuf.extend_from_slice(line);
         }

@@ -21,37 +21,14 @@ FLOWS=${1:-300000}
 RATE=${2:-60000}
 ROUNDS=${3:-3}
 [ "$(id -u)" = 0 ] || { echo "run as root (raw socket, nftables)" >&2; exit 1; }
-command -v nft >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nftables >/dev/null; }
+. benches/quic_common.sh
 cargo build --release --quiet
 cargo build --release --quiet --example quic_load
 W=$(mktemp -d /tmp/icpgate-quic.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; nft delete table ip icpgate_bench 2>/dev/null; rm -rf "$W"' EXIT
-cp config/demo-table.csv "$W/table.csv"
-cat >"$W/c.toml" <<CFG
-[[listener]]
-addr = "127.0.0.1:28443"
-upstream = "127.0.0.1:29443"
-transport = "udp"
-[regions]
-mainland = ["127.0.0.0/8"]
-[table]
-path = "$W/table.csv"
-[runtime]
-workers = 1
-[block]
-quic_hold_secs = 1
-[admin]
-addr = "127.0.0.1:29490"
-[log]
-level = "error"
-blocks = false
-CFG
-nft add table ip icpgate_bench
-nft add chain ip icpgate_bench out '{ type filter hook output priority 0; }'
-nft add rule ip icpgate_bench out ip daddr 127.1.0.0/16 udp sport 28443 drop
-taskset -c 0 ./target/release/icpgate run --config "$W/c.toml" &
-PID=$!
-for _ in $(seq 100); do curl -fs http://127.0.0.1:29490/readyz >/dev/null && break; sleep 0.1; done
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; quic_undrop; rm -rf "$W"' EXIT
+quic_drop_closes 28443
+quic_icpgate "$W" 28443 127.0.0.1:29443 29490 "$(printf '[block]\nquic_hold_secs = 1')"
+PID=$QPID
 metric() {
 	curl -s http://127.0.0.1:29490/metrics | awk -v p="$1" 'index($0, p) == 1 { print $NF }'
 }

@@ -17,31 +17,15 @@ ROUNDS=${2:-3}
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx >/dev/null; }
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || { apt-get update -qq && apt-get install -y -qq --no-install-recommends libnginx-mod-stream >/dev/null; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+. benches/quic_common.sh
 cargo build --release --quiet
 W=$(mktemp -d /tmp/icpgate-relay.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
-cp config/demo-table.csv "$W/table.csv"
 cargo build --release --quiet --example quic_load
 LOAD=target/release/examples/quic_load
 taskset -c 1 "$LOAD" echo 127.0.0.1:29555 &
-cat >"$W/c.toml" <<CFG
-[[listener]]
-addr = "127.0.0.1:28555"
-upstream = "127.0.0.1:29555"
-transport = "udp"
-[regions]
-mainland = ["127.0.0.0/8"]
-[table]
-path = "$W/table.csv"
-[runtime]
-workers = 1
-[admin]
-addr = "127.0.0.1:29590"
-[log]
-level = "error"
-CFG
-taskset -c 0 ./target/release/icpgate run --config "$W/c.toml" &
-IPID=$!
+quic_icpgate "$W" 28555 127.0.0.1:29555 29590
+IPID=$QPID
 cat >"$W/nginx.conf" <<CFG
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes 1;

@@ -16,7 +16,15 @@ fn connection_limit_rejects_and_counts() {
         "\"127.0.0.0/8\"",
         "[limits]\nmax_connections = 2\n",
     );
-    // The harness's readiness probes are gone.
+    // The harness's readiness probes may still wait in the listen backlog
+    // (a connect succeeds before icpgate accepts): a sentinel connection,
+    // accepted after them (first in, first out), must reach the upstream;
+    // then every connection is gone.
+    let mut sentinel = TcpStream::connect(p.addr).unwrap();
+    sentinel.write_all(b"SSH-2.0-sentinel\r\n").unwrap();
+    sentinel.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(up.next().unwrap(), b"SSH-2.0-sentinel\r\n");
+    drop(sentinel);
     p.wait_metric("icpgate_connections_active{listener=\"test\"}", |v| {
         v == 0.0
     });

@@ -38,24 +38,8 @@ pub(crate) async fn tls_conn(
         match tls::parse_within(&buf, max_hs) {
             tls::Parse::Found(h) => break h,
             tls::Parse::Invalid(why) => {
-                Metrics::get().sniffed(Sniffed::Invalid);
-                let started = Instant::now();
-                match shared.policy.decide_bad_hello(&why, info.dst) {
-                    Some(d) if d.action == Action::WouldBlock => {
-                        // Shadow mode: passed through as if allowed.
-                        record(&shared, Proto::Tls, &d, "", &info, started);
-                        passthrough(&shared, &info, stream, buf, pre).await;
-                    }
-                    Some(d) => {
-                        record(&shared, Proto::Tls, &d, "", &info, started);
-                        tls_block(&shared, stream, buf, "", &d).await;
-                    }
-                    None => {
-                        tracing::debug!(peer = %info.peer, why = %why, "invalid ClientHello");
-                        stream.reset();
-                    }
-                }
-                return;
+                // Rare: boxed, so that its state does not size this one.
+                return Box::pin(bad_hello(&shared, &info, stream, buf, pre, why)).await;
             }
             tls::Parse::NeedMore => {
                 if let Err(e) = read_more(&mut stream, &mut buf, deadline, cap).await {
@@ -111,6 +95,35 @@ pub(crate) async fn tls_conn(
             .await
         }
         None => passthrough(&shared, &info, stream, buf, pre).await,
+    }
+}
+
+/// A ClientHello that cannot be read: decided by its kind (R10 for two
+/// names, a refusal otherwise), or reset when the rules do not apply.
+async fn bad_hello(
+    shared: &Shared,
+    info: &ConnInfo,
+    stream: Client,
+    buf: Vec<u8>,
+    pre: Option<Tracked>,
+    why: tls::Invalid,
+) {
+    Metrics::get().sniffed(Sniffed::Invalid);
+    let started = Instant::now();
+    match shared.policy.decide_bad_hello(&why, info.dst) {
+        Some(d) if d.action == Action::WouldBlock => {
+            // Shadow mode: passed through as if allowed.
+            record(shared, Proto::Tls, &d, "", info, started);
+            passthrough(shared, info, stream, buf, pre).await;
+        }
+        Some(d) => {
+            record(shared, Proto::Tls, &d, "", info, started);
+            tls_block(shared, stream, buf, "", &d).await;
+        }
+        None => {
+            tracing::debug!(peer = %info.peer, why = %why, "invalid ClientHello");
+            stream.reset();
+        }
     }
 }
 

@@ -641,72 +641,20 @@ impl Udp {
         });
         self.insert(key, State::Allowed(relay.clone(), None));
         let idle = self.shared.limits.flow_idle();
-        let epoch = self.epoch;
         if let Reply::Bound(own) = &reply {
             // TPROXY: the flow's socket (bound to the destination,
             // connected to the client) now receives the client's datagrams
             // itself (the kernel prefers the connected socket): relay them.
-            let (own, relay) = (own.clone(), relay.clone());
             let (shared, info) = (self.shared.clone(), info.clone());
-            tokio::spawn(async move {
-                let mut second = None;
-                let mut from_client = |ds: &[&[u8]]| {
-                    if ds.iter().all(|d| relay.admits(d)) {
-                        return relay.send_up(ds);
-                    }
-                    for &d in ds {
-                        if relay.admits(d) {
-                            relay.send_up(&[d]);
-                            continue;
-                        }
-                        match reinspect(&shared, &info, &relay, &mut second, d) {
-                            Verdict::Forward(held) => {
-                                let held: Vec<&[u8]> = held.iter().map(Vec::as_slice).collect();
-                                relay.send_up(&held);
-                            }
-                            Verdict::Block(q) if shared.quic_block == QuicBlock::Close => {
-                                let mut out = Vec::with_capacity(128);
-                                if q.close_packet(&mut out).is_ok() {
-                                    io::send_all(own.as_raw_fd(), None, &[&out]);
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                };
-                while !relay.done.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(idle, own.readable()).await {
-                        Ok(Ok(())) => match pump(&own, &mut from_client) {
-                            Ok(true) => relay.touch(epoch),
-                            Ok(false) => {}
-                            Err(_) => break,
-                        },
-                        Ok(Err(_)) => break,
-                        Err(_) => {}
-                    }
-                }
-            });
+            tokio::spawn(from_client(
+                shared,
+                info,
+                relay.clone(),
+                own.clone(),
+                self.epoch,
+            ));
         }
-        tokio::spawn(async move {
-            loop {
-                let since = epoch.elapsed().as_millis() as u64;
-                let last = relay.last.load(Ordering::Relaxed);
-                let quiet = Duration::from_millis(since.saturating_sub(last));
-                if quiet >= idle {
-                    break;
-                }
-                match tokio::time::timeout(idle - quiet, relay.up.readable()).await {
-                    Ok(Ok(())) => match pump(&relay.up, |ds| reply.send_all(ds)) {
-                        Ok(true) => relay.touch(epoch),
-                        Ok(false) => {}
-                        Err(_) => break,
-                    },
-                    Ok(Err(_)) => break,
-                    Err(_) => {}
-                }
-            }
-            relay.done.store(true, Ordering::Relaxed);
-        });
+        tokio::spawn(answers(relay, reply, idle, self.epoch));
     }
 
     fn stamp(&mut self) -> u64 {
@@ -787,6 +735,78 @@ impl Udp {
             self.evictable = order;
         }
     }
+}
+
+/// A TPROXY flow's own socket: the client's datagrams, relayed upstream
+/// (a new connection on the same addresses is decided first,
+/// [`reinspect`]) until the flow ends.
+async fn from_client(
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    relay: Arc<Relay>,
+    own: Arc<UdpSocket>,
+    epoch: Instant,
+) {
+    let idle = shared.limits.flow_idle();
+    let mut second = None;
+    let mut forward = |ds: &[&[u8]]| {
+        if ds.iter().all(|d| relay.admits(d)) {
+            return relay.send_up(ds);
+        }
+        for &d in ds {
+            if relay.admits(d) {
+                relay.send_up(&[d]);
+                continue;
+            }
+            match reinspect(&shared, &info, &relay, &mut second, d) {
+                Verdict::Forward(held) => {
+                    let held: Vec<&[u8]> = held.iter().map(Vec::as_slice).collect();
+                    relay.send_up(&held);
+                }
+                Verdict::Block(q) if shared.quic_block == QuicBlock::Close => {
+                    let mut out = Vec::with_capacity(128);
+                    if q.close_packet(&mut out).is_ok() {
+                        io::send_all(own.as_raw_fd(), None, &[&out]);
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    while !relay.done.load(Ordering::Relaxed) {
+        match tokio::time::timeout(idle, own.readable()).await {
+            Ok(Ok(())) => match pump(&own, &mut forward) {
+                Ok(true) => relay.touch(epoch),
+                Ok(false) => {}
+                Err(_) => break,
+            },
+            Ok(Err(_)) => break,
+            Err(_) => {}
+        }
+    }
+}
+
+/// An allowed flow's upstream: its answers, relayed to the client, until
+/// the flow is silent both ways for `idle`; then the flow is done.
+async fn answers(relay: Arc<Relay>, reply: Reply, idle: Duration, epoch: Instant) {
+    loop {
+        let since = epoch.elapsed().as_millis() as u64;
+        let last = relay.last.load(Ordering::Relaxed);
+        let quiet = Duration::from_millis(since.saturating_sub(last));
+        if quiet >= idle {
+            break;
+        }
+        match tokio::time::timeout(idle - quiet, relay.up.readable()).await {
+            Ok(Ok(())) => match pump(&relay.up, |ds| reply.send_all(ds)) {
+                Ok(true) => relay.touch(epoch),
+                Ok(false) => {}
+                Err(_) => break,
+            },
+            Ok(Err(_)) => break,
+            Err(_) => {}
+        }
+    }
+    relay.done.store(true, Ordering::Relaxed);
 }
 
 /// An upstream UDP socket for a flow: the fwmark, the client's address as

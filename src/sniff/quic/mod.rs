@@ -349,26 +349,42 @@ pub fn initial_keys(
 /// Does `datagram` open another connection than the allowed one whose
 /// client chose `original_dcid`? True for a client Initial with another
 /// Destination Connection ID that opens with the keys derived from that ID
-/// (a new connection's first flight, or a client's answer to a Retry). A
-/// client's later Initials carry the server's connection ID but the
-/// original keys, and retransmissions the original ID: false for both, and
-/// for anything that is not a long-header Initial. Allocates (keys, a copy
-/// of the packet): only Initials with another ID get this far.
+/// (a new connection's first flight, or a client's answer to a Retry), in
+/// any of the datagram's coalesced packets; true also for a datagram whose
+/// coalesced packets carry different IDs (RFC 9000 §12.2: senders must not;
+/// a server that does not ignore the later ones would take a packet no
+/// decision was made on). A client's later Initials carry the server's
+/// connection ID but the original keys, and retransmissions the original
+/// ID: false for both, and for a short header packet. Allocates (keys, a
+/// copy of the packet): only Initials with another ID get this far.
 pub fn opens_other_connection(datagram: &[u8], original_dcid: &[u8]) -> bool {
-    let Ok(hdr) = parse_long_header(datagram) else {
+    let Ok(first) = parse_long_header(datagram) else {
         return false;
     };
-    if hdr.ty != PacketType::Initial || hdr.dcid == original_dcid {
-        return false;
+    let (mut rest, mut hdr) = (datagram, first);
+    loop {
+        if hdr.dcid != first.dcid {
+            return true;
+        }
+        let packet = &rest[..hdr.len];
+        if hdr.ty == PacketType::Initial && hdr.dcid != original_dcid && opens_alone(&hdr, packet) {
+            return true;
+        }
+        rest = &rest[hdr.len..];
+        match parse_long_header(rest) {
+            Ok(h) if !rest.is_empty() => hdr = h,
+            _ => return false,
+        }
     }
-    let (Ok(keys), Some(packet)) = (
-        initial_keys(hdr.version, hdr.dcid, Side::Client),
-        datagram.get(..hdr.len),
-    ) else {
+}
+
+/// Does this Initial open with the keys of its own Destination Connection ID?
+fn opens_alone(hdr: &LongHeader<'_>, packet: &[u8]) -> bool {
+    let Ok(keys) = initial_keys(hdr.version, hdr.dcid, Side::Client) else {
         return false;
     };
     let mut scratch = vec![0u8; packet.len()];
-    open_packet(&keys, &hdr, packet, &mut scratch, None).is_ok()
+    open_packet(&keys, hdr, packet, &mut scratch, None).is_ok()
 }
 
 /// A decrypted packet.
@@ -823,9 +839,13 @@ impl Flow {
     /// `Closed` or an error is final: later calls return it again.
     ///
     /// The first packet of the datagram must be a long header packet of a
-    /// known version; after it, packets with another DCID are ignored and a
-    /// short header packet or unreadable bytes end the datagram (RFC 9000
-    /// §12.2; some clients pad datagrams with zeros after the last packet).
+    /// known version; a later long header packet with another DCID makes
+    /// the datagram malformed (RFC 9000 §12.2: senders must not coalesce
+    /// them, and the datagram is forwarded whole if allowed: a server that
+    /// does not ignore the later packet would take an undecided
+    /// connection); a short header packet or unreadable bytes end the
+    /// datagram (some clients pad datagrams with zeros after the last
+    /// packet).
     pub fn feed(&mut self, datagram: &[u8]) -> Result<Step, QuicError> {
         if let Some(done) = self.done {
             return done;
@@ -843,7 +863,12 @@ impl Flow {
         let mut rest = datagram;
         let mut hdr = first;
         loop {
-            if hdr.ty == PacketType::Initial && hdr.dcid == first.dcid {
+            if hdr.dcid != first.dcid {
+                return Err(QuicError::Malformed(
+                    "coalesced packets with different connection IDs",
+                ));
+            }
+            if hdr.ty == PacketType::Initial {
                 self.initial(&hdr, &rest[..hdr.len], datagram.len())?;
             }
             rest = &rest[hdr.len..];
@@ -1535,12 +1560,20 @@ mod tests {
                 parse_long_header(&zero_rtt).unwrap().ty,
                 PacketType::ZeroRtt
             );
-            // An Initial with another DCID after the first packet: ignored.
-            let other = client_initial(version, b"otherdcid", &scid, 0, &[0x1d, 0, 0, 0], false);
-            let mut dg = [&a[..], &zero_rtt, &other, &b].concat();
+            let mut dg = [&a[..], &zero_rtt, &b].concat();
             dg.resize(1250, 0);
             let mut flow = Flow::new(MAX_CRYPTO);
             assert_eq!(sni(flow.feed(&dg)), "example.com");
+            // An Initial with another DCID coalesced after the first
+            // packet: the datagram is malformed (it would be forwarded
+            // whole), and an allowed flow does not take it as its own.
+            let other = client_initial(version, b"otherdcid", &scid, 0, &[0x1d, 0, 0, 0], false);
+            let mut bad = [&a[..], &other, &b].concat();
+            bad.resize(1250, 0);
+            let mut flow = Flow::new(MAX_CRYPTO);
+            assert!(matches!(flow.feed(&bad), Err(QuicError::Malformed(_))));
+            assert!(opens_other_connection(&bad, &dcid));
+            assert!(!opens_other_connection(&dg, &dcid));
             // Each packet's length takes the reader to the next.
             let h = parse_long_header(&dg).unwrap();
             assert_eq!(h.len, a.len());
